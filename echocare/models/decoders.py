@@ -1,0 +1,171 @@
+"""Image decoders for masked-image pretraining.
+
+Both decoders take the encoder's per-stage features (NCHW, strides p, 2p, 4p, 8p; the last one after the
+final norm) plus the masked input image, and return a reconstruction (B, C, H, W) in [0, 1] (sigmoid), the
+range of the target pixels.
+
+* ``simmim``: SimMIM's one-layer head: 1x1 conv from the last stage to ``stride**2 * C`` channels and
+  ``PixelShuffle(stride)``. Channels follow the image (``in_chans``), not a hard-coded 3.
+* ``progressive``: a SwinUNETR-style decoder that upsamples stage by stage (x2 each) back to full
+  resolution, fusing a skip connection at every scale: the encoder stages at strides >= p and strided
+  conv blocks on the *masked* image below p (masked pixels are zero there, so nothing leaks).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["DECODERS", "ProgressiveDecoder", "SimMIMDecoder", "build_decoder"]
+
+
+def _crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Crop (B, C, H', W') to the leading (H, W) = size (undoes the padding of odd-sized stages)."""
+    return x[..., : size[0], : size[1]]
+
+
+class SimMIMDecoder(nn.Module):
+    """Linear SimMIM head: 1x1 conv + PixelShuffle from the deepest stage to pixels.
+
+    Args:
+        in_features: channels of the last encoder stage.
+        stride: total encoder reduction of that stage (8 * patch_size for 4 stages).
+        out_chans: image channels to reconstruct.
+    """
+
+    feature_indices: int | None = 1  # only the last stage is needed
+
+    def __init__(self, in_features: int, stride: int, out_chans: int) -> None:
+        super().__init__()
+        self.stride = stride
+        self.proj = nn.Conv2d(in_features, stride**2 * out_chans, kernel_size=1)
+        self.shuffle = nn.PixelShuffle(stride)
+
+    def forward(self, features: Sequence[torch.Tensor], image: torch.Tensor) -> torch.Tensor:
+        """features[-1]: (B, C_last, H/s, W/s); image: (B, C, H, W) -> recon (B, C, H, W) in [0, 1]."""
+        x = self.shuffle(self.proj(features[-1]))  # (B, C, ceil(H/s)*s, ceil(W/s)*s)
+        return torch.sigmoid(_crop(x, image.shape[-2:]))
+
+
+class _UpStep(nn.Module):
+    """x2 upsampling with a skip connection (MONAI ``UnetrUpBlock``), cropping odd sizes."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm_name: str | tuple) -> None:
+        super().__init__()
+        from monai.networks.blocks import UnetrUpBlock  # heavy import, only when this decoder is built
+
+        self.block = UnetrUpBlock(
+            spatial_dims=2,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            kernel_size=3,
+            upsample_kernel_size=2,
+            norm_name=norm_name,
+            res_block=True,
+        )
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        up = _crop(self.block.transp_conv(x), skip.shape[-2:])  # (B, out, h, w)
+        return self.block.conv_block(torch.cat((up, skip), dim=1))
+
+
+class ProgressiveDecoder(nn.Module):
+    """SwinUNETR-style decoder: upsample x2 per step from stride 8p to 1 with skips at every scale.
+
+    Channels at stride t are ``feature_size * max(1, t / p)`` (SwinUNETR's schedule).
+
+    Args:
+        encoder_channels: channels of each encoder stage (strides p * 2**i).
+        patch_size: encoder patch size p (a power of two).
+        out_chans: image channels to reconstruct.
+        feature_size: decoder width at strides <= p.
+        norm_name: MONAI norm for the conv blocks (``"instance"`` like SwinUNETR).
+    """
+
+    feature_indices: int | None = None  # all stages
+
+    def __init__(
+        self,
+        encoder_channels: Sequence[int],
+        patch_size: int,
+        out_chans: int,
+        feature_size: int = 48,
+        norm_name: str | tuple = "instance",
+    ) -> None:
+        super().__init__()
+        from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock  # heavy import, only when built
+
+        if patch_size < 1 or patch_size & (patch_size - 1):
+            raise ValueError(f"progressive decoder needs a power-of-two patch size, got {patch_size}")
+        self.patch_size = patch_size
+        self.num_stages = len(encoder_channels)
+        self.out_chans = out_chans
+
+        def width(stride: int) -> int:
+            return feature_size * max(1, stride // patch_size)
+
+        self.stage_blocks = nn.ModuleList(
+            UnetrBasicBlock(
+                2, c, width(patch_size * 2**i), kernel_size=3, stride=1, norm_name=norm_name, res_block=True
+            )
+            for i, c in enumerate(encoder_channels)
+        )
+        # Skips below the patch size come from the masked image, downsampled by strided conv blocks.
+        self.image_blocks = nn.ModuleList(  # strides 1, 2, ..., p/2
+            UnetrBasicBlock(2, out_chans, width(2**k), kernel_size=3, stride=2**k, norm_name=norm_name, res_block=True)
+            for k in range(int(math.log2(patch_size)))
+        )
+        deepest = patch_size * 2 ** (self.num_stages - 1)
+        strides = [deepest // 2**j for j in range(1, int(math.log2(deepest)) + 1)]  # 4p, 2p, ..., 1
+        self.up_strides = strides
+        self.up_steps = nn.ModuleList(_UpStep(width(2 * t), width(t), norm_name) for t in strides)
+        self.head = UnetOutBlock(2, width(1), out_chans)
+
+    def _skip(self, stride: int, features: Sequence[torch.Tensor], image: torch.Tensor) -> torch.Tensor:
+        if stride >= self.patch_size:
+            i = int(math.log2(stride // self.patch_size))
+            return self.stage_blocks[i](features[i])
+        return self.image_blocks[int(math.log2(stride))](image)
+
+    def forward(self, features: Sequence[torch.Tensor], image: torch.Tensor) -> torch.Tensor:
+        """features: per-stage NCHW maps; image: masked image (B, C, H, W) -> recon (B, C, H, W) in [0, 1]."""
+        if len(features) != self.num_stages:
+            raise ValueError(f"progressive decoder expects {self.num_stages} feature maps, got {len(features)}")
+        x = self.stage_blocks[-1](features[-1])  # (B, 8f, H/8p, W/8p)
+        for stride, step in zip(self.up_strides, self.up_steps):
+            x = step(x, self._skip(stride, features, image))  # (B, width(stride), H/stride, W/stride)
+        return torch.sigmoid(self.head(x))
+
+
+DECODERS = ("simmim", "progressive")
+
+
+def build_decoder(
+    kind: str,
+    encoder_channels: Sequence[int],
+    patch_size: int,
+    out_chans: int,
+    feature_size: int | None = None,
+) -> nn.Module:
+    """Build a decoder by name.
+
+    Args:
+        kind: ``"simmim"`` or ``"progressive"``.
+        encoder_channels: channels per encoder stage (``[info["num_chs"] for info in encoder.feature_info]``).
+        patch_size: encoder patch size.
+        out_chans: image channels.
+        feature_size: progressive decoder width (default ``min(48, encoder_channels[0])``).
+
+    Raises:
+        ValueError: unknown ``kind``.
+    """
+    if kind == "simmim":
+        stride = patch_size * 2 ** (len(encoder_channels) - 1)
+        return SimMIMDecoder(encoder_channels[-1], stride, out_chans)
+    if kind == "progressive":
+        size = feature_size or min(48, encoder_channels[0])
+        return ProgressiveDecoder(encoder_channels, patch_size, out_chans, feature_size=size)
+    raise ValueError(f"unknown decoder {kind!r}; choose one of {', '.join(DECODERS)}")

@@ -1,0 +1,125 @@
+"""EchoCarePretrainModel: forward contract, gradients, decoders, channels, sizes, state dict."""
+
+import pytest
+import torch
+
+import echocare
+from echocare.losses import masked_l1_loss
+from echocare.models import EchoCarePretrainModel, token_mask_to_pixels
+from echocare.ontology import load_ontology
+
+ONTO = load_ontology()
+
+
+def _batch(b=2, c=1, h=64, w=64, p=4, seed=0, with_targets=True):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.rand(b, c, h, w, generator=g)
+    mask = (torch.rand(b, h // p, w // p, generator=g) < 0.5).float()
+    targets = None
+    if with_targets:
+        targets = ONTO.encode_batch([["thorax/heart/a4c"], []], [["thorax/heart/a2c"], None])
+    return images, mask, targets
+
+
+def _model(**kw):
+    kw.setdefault("img_size", 64)
+    kw.setdefault("drop_path_rate", 0.0)  # stochastic depth could skip a block on a tiny batch
+    kw.setdefault("decoder_dim", 8)
+    return echocare.create_model("echocare_swin_debug", ontology=ONTO, **kw)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(decoder="simmim"),
+        dict(decoder="progressive", in_chans=3, img_size=(64, 96)),
+        dict(decoder="progressive", patch_size=2),
+    ],
+    ids=["simmim", "progressive_rgb_nonsquare", "progressive_patch2"],
+)
+def test_every_parameter_gets_a_gradient(kw):
+    model = _model(**kw)
+    c = model.encoder.in_chans
+    h, w = model.encoder.patch_embed.img_size
+    images, mask, targets = _batch(c=c, h=h, w=w, p=model.patch_size)
+    out = model(images, mask, targets)
+    assert set(out) == {"loss", "loss_mim", "loss_hie", "recon", "logits"}
+    assert out["recon"].shape == images.shape
+    assert out["recon"].min() >= 0 and out["recon"].max() <= 1
+    assert out["logits"].shape == (2, len(ONTO))
+    assert out["loss_hie"] > 0
+    torch.testing.assert_close(out["loss"], out["loss_mim"] + out["loss_hie"])
+    torch.testing.assert_close(
+        out["loss_mim"], masked_l1_loss(out["recon"], images, token_mask_to_pixels(mask, model.patch_size))
+    )
+    out["loss"].backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert missing == []
+
+
+@pytest.fixture(scope="module")
+def simmim_model():
+    return _model(decoder="simmim")
+
+
+@pytest.fixture(scope="module")
+def progressive_model():
+    return _model(decoder="progressive")
+
+
+@pytest.mark.parametrize("decoder", ["simmim", "progressive"])
+def test_masked_pixels_do_not_leak_into_reconstruction(decoder, request):
+    model = request.getfixturevalue(f"{decoder}_model").eval()
+    images, mask, _ = _batch()
+    pixel_mask = token_mask_to_pixels(mask, model.patch_size)
+    altered = images * (1 - pixel_mask) + torch.rand_like(images) * pixel_mask  # change masked pixels only
+    with torch.no_grad():
+        torch.testing.assert_close(model(images, mask)["recon"], model(altered, mask)["recon"])
+
+
+def test_without_targets_or_ontology(simmim_model):
+    images, mask, _ = _batch()
+    with torch.no_grad():
+        out = simmim_model(images, mask)
+    assert out["loss_hie"].item() == 0.0
+    torch.testing.assert_close(out["loss"], out["loss_mim"])
+    assert out["logits"].shape == (2, len(ONTO))
+
+    mim_only = echocare.create_model("echocare_swin_debug", img_size=64)
+    with torch.no_grad():
+        out = mim_only(images, mask)
+    assert out["logits"] is None and mim_only.classifier is None
+    assert out["loss"].item() == pytest.approx(out["loss_mim"].item())
+    with pytest.raises(ValueError, match="no ontology"):
+        mim_only(images, mask, torch.zeros(2, len(ONTO)))
+
+
+def test_hie_weight_and_input_errors(simmim_model):
+    model = _model(hie_weight=0.25, depths=(1, 1, 1, 1))
+    images, mask, targets = _batch()
+    with torch.no_grad():
+        out = model(images, mask, targets)
+    torch.testing.assert_close(out["loss"], out["loss_mim"] + 0.25 * out["loss_hie"])
+    model = simmim_model
+    with pytest.raises(ValueError, match="mask must be"):
+        model(images, mask[:, :8], targets)
+    with pytest.raises(ValueError, match="targets must be"):
+        model(images, mask, targets[:, :5])
+    with pytest.raises(ValueError, match="unknown decoder"):
+        _model(decoder="unet")
+
+
+def test_state_dict_round_trip(progressive_model):
+    a = progressive_model.eval()
+    b = _model(decoder="progressive").eval()
+    state = a.state_dict()
+    assert not any(k.startswith("hierarchy.") for k in state)  # index buffers are not persistent
+    assert "encoder.mask_token" in state
+    b.load_state_dict(state, strict=True)
+    images, mask, targets = _batch()
+    with torch.no_grad():
+        oa, ob = a(images, mask, targets), b(images, mask, targets)
+    torch.testing.assert_close(oa["recon"], ob["recon"])
+    torch.testing.assert_close(oa["logits"], ob["logits"])
+    assert isinstance(a, EchoCarePretrainModel)
+    assert "encoder.mask_token" in a.no_weight_decay()
