@@ -1,0 +1,132 @@
+"""Configuration of ``echocare finetune`` / ``evaluate`` / ``protocol``.
+
+Reuses the shared :class:`~echocare.config.schema.TrainConfig` and
+:class:`~echocare.config.schema.OptimConfig` sections with fine-tuning defaults (short schedules,
+no lr scaling, layer-wise lr decay), and adds ``model``, ``data`` and ``eval`` sections. Loaded with
+:func:`echocare.config.load_config` like every other config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+from echocare.config.errors import ConfigError
+from echocare.config.schema import OptimConfig, TrainConfig, _f
+
+TaskName = Literal["classification", "segmentation", "detection", "landmarks", "regression", "video"]
+
+
+@dataclass
+class FinetuneModelConfig:
+    """Backbone initialisation and task head."""
+
+    init: str = _f("random", "Encoder weights: an echocare export (.safetensors), a stock timm Swin "
+                             "checkpoint (.safetensors/.pth), or 'random' for a from-scratch baseline.")
+    name: str = _f("echocare_swin_base", "Encoder architecture when model.init=random (see list_models()).")
+    img_size: int = _f(256, "Input side in pixels; images are resized to img_size x img_size.")
+    patch_size: int = _f(4, "Patch size when model.init=random.")
+    window_size: int = _f(8, "Window size when model.init=random.")
+    drop_path_rate: float = _f(0.1, "Stochastic depth of the encoder during fine-tuning.")
+    linear_probe: bool = _f(False, "Freeze the encoder and train the head only.")
+    layer_decay: float = _f(0.75, "Layer-wise lr decay through the encoder's group_matcher (1 disables).")
+    feature_norm: bool = _f(True, "Apply the encoder's final norm to the deepest feature map.")
+    head: dict = _f({}, "Extra head arguments, e.g. {dropout: 0.1} or {feature_size: 32} (see echocare.models.heads).")
+
+    def validate(self) -> None:
+        """Check value ranges."""
+        if self.img_size <= 0 or self.img_size % 32:
+            raise ConfigError(f"model.img_size must be a positive multiple of 32, got {self.img_size}")
+        if not 0.0 < self.layer_decay <= 1.0:
+            raise ConfigError(f"model.layer_decay must be in (0, 1], got {self.layer_decay}")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ConfigError(f"model.drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+
+
+@dataclass
+class FinetuneDataConfig:
+    """Labeled data: where it is, its format options, and the split."""
+
+    root: str = _f("", "Dataset root (folder, or the CSV file itself) - required.")
+    val_root: Optional[str] = _f(None, "Explicit validation set (same format); disables the random split.")
+    csv: Optional[str] = _f(None, "CSV file (relative to data.root) for CSV formats; default ROOT/labels.csv.")
+    annotations: Optional[str] = _f(None, "COCO JSON for detection; default ROOT/annotations.json.")
+    images_dir: str = _f("images", "Image sub-folder (segmentation; also searched for CSV/COCO file names).")
+    masks_dir: str = _f("masks", "Mask sub-folder (segmentation); masks share the image's stem.")
+    path_column: Optional[str] = _f(None, "CSV column with the file path; default image|video|path|file.")
+    label_column: str = _f("label", "CSV column with the class label (classification/video).")
+    group_column: Optional[str] = _f(None, "CSV column with the split group; default group|patient|video|case.")
+    value_columns: list[str] = _f([], "CSV value columns (landmarks x1,y1,...; regression value); [] = all others.")
+    group_regex: Optional[str] = _f(None, "Regex on the relative path giving the split group (first capture group), "
+                                          "e.g. '^[^/]+/(patient\\d+)_'.")
+    classes: list[str] = _f([], "Class names in label order; [] = sorted folder/CSV labels (segmentation: names "
+                                "of mask values 0..K-1).")
+    num_classes: Optional[int] = _f(None, "Segmentation classes incl. background; null = max mask value + 1.")
+    val_fraction: float = _f(0.2, "Fraction of groups held out for validation.")
+    fold: Optional[int] = _f(None, "k-fold: validate on this fold (0-based) instead of the hold-out split.")
+    num_folds: int = _f(5, "Number of folds when data.fold is set.")
+    split_seed: int = _f(0, "Seed of the split (kept fixed across protocol seeds).")
+    train_fraction: float = _f(1.0, "Fraction of the training labels used (label efficiency, whole groups).")
+    augment: bool = _f(True, "Training augmentation: label-safe horizontal flip + weak intensity jitter.")
+    hflip: float = _f(0.5, "Horizontal flip probability (ignored for landmarks).")
+    intensity: float = _f(0.1, "Max relative brightness/contrast jitter.")
+    clip_len: int = _f(8, "Frames per clip (video; temporal regression samples this many frames uniformly).")
+    clip_stride: Optional[int] = _f(None, "Frames between clip starts; null = clip_len (adjacent clips).")
+    num_workers: int = _f(2, "DataLoader worker processes.")
+    verify: bool = _f(True, "Check every file before training (corrupt ones are reported and skipped).")
+
+    def validate(self) -> None:
+        """Check value ranges."""
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise ConfigError(f"data.train_fraction must be in (0, 1], got {self.train_fraction}")
+        if self.num_folds < 2:
+            raise ConfigError(f"data.num_folds must be >= 2, got {self.num_folds}")
+        if self.fold is not None and not 0 <= self.fold < self.num_folds:
+            raise ConfigError(f"data.fold must be in [0, {self.num_folds}), got {self.fold}")
+        if self.clip_len < 1 or self.num_workers < 0:
+            raise ConfigError("data.clip_len must be >= 1 and data.num_workers >= 0")
+
+
+@dataclass
+class EvalConfig:
+    """Validation metrics."""
+
+    batch_size: int = _f(16, "Evaluation batch size.")
+    ci: bool = _f(True, "Bootstrap confidence intervals for classification metrics.")
+    n_bootstrap: int = _f(1000, "Bootstrap resamples for the CIs.")
+    nsd_tolerance: float = _f(2.0, "NSD boundary tolerance in pixels of the model input.")
+    sdr_radii: list[float] = _f([2.0, 4.0, 10.0], "Landmark success-detection radii (original pixels).")
+
+    def validate(self) -> None:
+        """Check value ranges."""
+        if self.batch_size < 1 or self.n_bootstrap < 1:
+            raise ConfigError("eval.batch_size and eval.n_bootstrap must be >= 1")
+
+
+def _train_defaults() -> TrainConfig:
+    return TrainConfig(max_steps=1000, batch_size=16, ckpt_every=500, keep_last=1, log_every=10, image_every=0)
+
+
+def _optim_defaults() -> OptimConfig:
+    return OptimConfig(lr=1e-4, scale_lr=False, weight_decay=0.05, warmup_steps=50, min_lr_ratio=0.01,
+                       clip_grad=5.0)
+
+
+@dataclass
+class FinetuneConfig:
+    """Configuration of ``echocare finetune``."""
+
+    task: TaskName = _f("classification", "Task: classification, segmentation, detection, landmarks, "
+                                          "regression or video.")
+    model: FinetuneModelConfig = field(default_factory=FinetuneModelConfig, metadata={"help": "Model."})
+    data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig, metadata={"help": "Data."})
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Evaluation."})
+    optim: OptimConfig = field(default_factory=_optim_defaults, metadata={"help": "Optimizer."})
+    train: TrainConfig = field(default_factory=_train_defaults, metadata={"help": "Training loop."})
+
+    def validate(self) -> None:
+        """Cross-section checks."""
+        if not self.data.root:
+            raise ConfigError("data.root is required; set it in the YAML or with --set data.root=DIR")

@@ -1,0 +1,96 @@
+"""Assemble and run a pretraining job from a :class:`~echocare.config.PretrainConfig`.
+
+``run_pretraining(cfg, output_dir, resume)`` is what ``echocare pretrain`` and
+``echocare quickstart`` call; it works unchanged under ``accelerate launch``.
+Order matters: the :class:`Trainer` (and with it the process group) is created
+first, then the ontology, model and data stream, so that webdataset splits the
+shards by rank and every rank builds the same initial weights from
+``train.seed``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from echocare.config import ConfigError, PretrainConfig
+from echocare.engine.trainer import FitResult, Trainer
+
+logger = logging.getLogger(__name__)
+
+
+def _dataset_weights(spec: str | None):
+    if spec is None or not spec.strip().startswith("{"):
+        return spec
+    try:
+        weights = json.loads(spec)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"data.dataset_weights: invalid JSON mapping {spec!r}: {err}") from err
+    if not isinstance(weights, dict):
+        raise ConfigError(f"data.dataset_weights: expected a JSON mapping, got {spec!r}")
+    return weights
+
+
+def build_pretrain_task(cfg: PretrainConfig):
+    """Build the ontology (or None when ``model.hie_weight == 0``) and the wrapped pretraining model.
+
+    Returns:
+        ``(task, ontology)``.
+    """
+    from echocare.models import create_model
+    from echocare.ontology import load_ontology
+    from echocare.tasks.pretrain import PretrainTask
+
+    m = cfg.model
+    onto = load_ontology(m.ontology) if m.hie_weight > 0 else None
+    model = create_model(
+        m.name, ontology=onto, in_chans=m.in_chans, img_size=m.img_size, patch_size=m.patch_size,
+        window_size=m.window_size, decoder=m.decoder, hie_weight=m.hie_weight, drop_path_rate=m.drop_path_rate,
+    )
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info("model %s: %.2fM parameters, ontology %s", m.name, n_params / 1e6,
+                f"{len(onto)} nodes" if onto is not None else "none (MIM only)")
+    return PretrainTask(model), onto
+
+
+def build_pretrain_loader(cfg: PretrainConfig, ontology, rank: int, world_size: int):
+    """The resumable pretraining loader of this process (see :mod:`echocare.data.loader`)."""
+    from echocare.data.loader import PretrainStream, make_pretrain_loader
+
+    d, m = cfg.data, cfg.model
+    stream = PretrainStream(
+        d.shards, ontology=ontology, img_size=m.img_size, patch_size=m.patch_size,
+        mask_patch_size=d.mask_patch_size, mask_ratio=d.mask_ratio, augment=d.augment, seed=cfg.train.seed,
+        shuffle_buffer=d.shuffle_buffer, resampled=d.resampled, epoch_length=d.epoch_length,
+        dataset_weights=_dataset_weights(d.dataset_weights), rank=rank, world_size=world_size,
+    )
+    return make_pretrain_loader(stream, cfg.train.batch_size, num_workers=d.num_workers, drop_last=True)
+
+
+def run_pretraining(cfg: PretrainConfig, output_dir: str | Path, resume: str | Path | None = None) -> FitResult:
+    """Pretrain according to ``cfg``, writing the run to ``output_dir``.
+
+    Args:
+        cfg: Validated pretraining config.
+        output_dir: Run directory (config.yaml, metrics.jsonl, checkpoints/, PNGs).
+        resume: None, "auto" (newest complete checkpoint in ``output_dir``) or a checkpoint path.
+
+    Returns:
+        The trainer's :class:`FitResult`.
+    """
+    trainer = Trainer(cfg.train, cfg.optim, output_dir, config=cfg)
+    task, onto = build_pretrain_task(cfg)
+    loader = build_pretrain_loader(cfg, onto, trainer.rank, trainer.world_size)
+    result = trainer.fit(task, loader, resume=resume)
+    stats = loader.stats
+    if stats.get("skipped"):
+        logger.warning("data: %d corrupt/invalid sample(s) skipped on rank %d: %s", stats["skipped"],
+                       trainer.rank, stats.get("skipped_by_reason"))
+    if trainer.is_main:
+        summary = {"step": result.step, "interrupted": result.interrupted,
+                   "nonfinite_skipped": result.nonfinite_skipped, "data": stats,
+                   "last_checkpoint": str(result.last_checkpoint) if result.last_checkpoint else None,
+                   "model": cfg.model.name}
+        (Path(output_dir) / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    return result

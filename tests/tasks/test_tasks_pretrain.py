@@ -1,0 +1,48 @@
+"""PretrainTask: engine-task contract around the pretraining model, and its visual panels."""
+
+from __future__ import annotations
+
+import torch
+
+import echocare
+from echocare.tasks.pretrain import PretrainTask
+
+
+def _batch(onto, b=2, size=64, p=4):
+    g = torch.Generator().manual_seed(0)
+    targets = torch.stack([onto.encode(["thorax/heart"], label_space=None) for _ in range(b)])
+    return {"image": torch.rand(b, 1, size, size, generator=g),
+            "mask": (torch.rand(b, size // p, size // p, generator=g) > 0.5).float(),
+            "targets": targets, "key": ["a", "b"][:b]}
+
+
+def test_forward_contract_and_backward():
+    onto = echocare.load_ontology()
+    task = PretrainTask(echocare.create_model("echocare_swin_debug", ontology=onto, img_size=64))
+    out = task(_batch(onto))
+    assert set(out) == {"loss", "logs", "recon"}
+    assert set(out["logs"]) == {"loss_mim", "loss_hie"}
+    assert out["logs"]["loss_hie"] > 0 and not out["logs"]["loss_mim"].requires_grad
+    torch.testing.assert_close(out["loss"].detach(), out["logs"]["loss_mim"] + out["logs"]["loss_hie"])
+    out["loss"].backward()
+    assert task.model.encoder.patch_embed.proj.weight.grad is not None
+
+
+def test_mim_only_model_ignores_targets_and_visualize_panels():
+    onto = echocare.load_ontology()
+    task = PretrainTask(echocare.create_model("echocare_swin_debug", ontology=None, img_size=64), num_visuals=1)
+    batch = _batch(onto)
+    out = task(batch)
+    assert float(out["logs"]["loss_hie"]) == 0.0
+    panels = task.visualize(batch)
+    assert list(panels) == ["input", "masked", "reconstruction", "target"]
+    assert all(t.shape == (1, 1, 64, 64) for t in panels.values())
+    # masked + target recompose the input exactly (they split it along the token mask)
+    torch.testing.assert_close(panels["masked"] + panels["target"], panels["input"])
+    assert float(panels["reconstruction"].min()) >= 0 and float(panels["reconstruction"].max()) <= 1
+
+
+def test_grad_checkpointing_switch():
+    task = PretrainTask(echocare.create_model("echocare_swin_debug", img_size=64))
+    task.set_grad_checkpointing(True)
+    assert all(stage.grad_checkpointing for stage in task.model.encoder.layers)
