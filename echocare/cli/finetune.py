@@ -1,0 +1,87 @@
+"""``echocare finetune``: fine-tune a pretrained encoder with a task head.
+
+    echocare finetune --config recipes/finetune/classification.yaml --set data.root=DATA \\
+        --set model.init=encoder.safetensors --output-dir runs/cls
+    accelerate launch --multi_gpu --num_processes 8 -m echocare finetune --config ... --resume auto
+
+Writes RUN/metrics.json (validation metrics), RUN/model.safetensors (encoder + head), RUN/config.yaml,
+RUN/metrics.jsonl, RUN/data_report.json (split sizes, skipped files) and checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """``--config``, repeated ``--set`` and ``--help-config`` (shared with ``echocare protocol``)."""
+    p.add_argument("--config", help="YAML recipe (e.g. recipes/finetune/segmentation.yaml)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key, repeatable (e.g. --set data.root=DIR)")
+    p.add_argument("--help-config", action="store_true", help="list every config key with type, default, help")
+
+
+def load_finetune_config(args: argparse.Namespace, verb: str):
+    """The validated FinetuneConfig, or None after printing the error (exit code 2)."""
+    from echocare.config import ConfigError, load_config
+    from echocare.config.finetune import FinetuneConfig
+
+    try:
+        return load_config(FinetuneConfig, args.config, args.set or ())
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"echocare {verb}: error: {err}", file=sys.stderr)
+        return None
+
+
+def print_config_help() -> int:
+    """Print every fine-tuning config key."""
+    from echocare.config import config_to_dict, describe_config
+    from echocare.config.finetune import FinetuneConfig
+
+    actual = config_to_dict(FinetuneConfig())  # fine-tuning defaults of the shared train/optim sections
+    print("Config keys of `echocare finetune` / `echocare protocol` (YAML sections or --set KEY=VALUE):\n")
+    rows = describe_config(FinetuneConfig)
+    width = max(len(r[0]) for r in rows)
+    for key, tp, _, help_text in rows:
+        value = actual
+        for part in key.split("."):
+            value = value[part]
+        print(f"  {key:<{width}}  {help_text}")
+        print(f"  {'':<{width}}  type {tp}, default {json.dumps(value)}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the config, fine-tune, print the headline validation metrics."""
+    if args.help_config:
+        return print_config_help()
+    cfg = load_finetune_config(args, "finetune")
+    if cfg is None:
+        return 2
+    from echocare.engine.finetune import run_finetune
+
+    try:
+        summary = run_finetune(cfg, args.output_dir, resume=args.resume)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"echocare finetune: error: {err}", file=sys.stderr)
+        return 2
+    if summary:
+        print(json.dumps({"output_dir": args.output_dir, "step": summary["step"], **summary["headline"]}))
+    return 143 if summary.get("interrupted") else 0
+
+
+def register(subparsers) -> None:
+    """Add the ``finetune`` verb."""
+    p = subparsers.add_parser(
+        "finetune",
+        help="fine-tune an encoder on a labeled task (classification, segmentation, detection, ...)",
+        description="Fine-tune a backbone + task head. Config = defaults <- --config YAML <- --set overrides; "
+                    "see --help-config. Works under `accelerate launch -m echocare`.",
+    )
+    add_config_arguments(p)
+    p.add_argument("--output-dir", default="runs/finetune", help="run directory (default runs/finetune)")
+    p.add_argument("--resume", default=None, metavar="auto|PATH",
+                   help="'auto' = newest complete checkpoint in --output-dir; or a checkpoint / run directory")
+    p.set_defaults(func=run)

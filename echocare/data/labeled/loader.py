@@ -1,0 +1,80 @@
+"""A resumable, rank-aware epoch loader over a :class:`~echocare.data.labeled.dataset.LabeledDataset`.
+
+Each epoch draws a permutation from ``(seed, epoch)``, gives every process its strided share and
+cuts it into batches. ``state_dict()`` holds the epoch and the number of batches already handed
+out, so a resumed run skips exactly those batches — without decoding them — and continues with
+the same order (the trainer checkpoints this position with the model).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+from torch.utils.data import DataLoader
+
+from echocare.data.labeled.dataset import LabeledDataset, collate_labeled
+
+__all__ = ["EpochLoader"]
+
+
+class EpochLoader:
+    """Iterate batches of one epoch per ``iter()``; reiterating starts the next epoch.
+
+    Args:
+        dataset: The dataset.
+        batch_size: Items per batch (per process).
+        shuffle: Draw a new permutation each epoch (training) or keep order (evaluation).
+        seed: Permutation seed.
+        rank: This process's index.
+        world_size: Number of processes.
+        num_workers: DataLoader worker processes.
+        drop_last: Drop a last partial batch (only when at least one full batch exists).
+    """
+
+    def __init__(self, dataset: LabeledDataset, batch_size: int, shuffle: bool = True, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, num_workers: int = 0, drop_last: bool = True) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank, self.world_size = rank, world_size
+        self.num_workers = num_workers
+        self.drop_last = drop_last
+        self.epoch = 0
+        self.consumed = 0
+
+    def _batches(self, epoch: int) -> list[list[int]]:
+        n = len(self.dataset)
+        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+        share = order[self.rank :: self.world_size].tolist()
+        batches = [share[i : i + self.batch_size] for i in range(0, len(share), self.batch_size)]
+        if self.drop_last and len(batches) > 1 and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        return batches
+
+    def __len__(self) -> int:
+        return len(self._batches(self.epoch))
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        batches = self._batches(self.epoch)[self.consumed :]
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch)
+        loader = DataLoader(self.dataset, batch_sampler=batches, collate_fn=collate_labeled,
+                            num_workers=self.num_workers, persistent_workers=False)
+        for batch in loader:
+            self.consumed += 1
+            yield batch
+        self.epoch += 1
+        self.consumed = 0
+
+    def state_dict(self) -> dict[str, int]:
+        """Position: epoch and batches already yielded in it."""
+        return {"epoch": self.epoch, "consumed": self.consumed, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue from a :meth:`state_dict` position."""
+        self.epoch = int(state["epoch"])
+        self.consumed = int(state["consumed"])

@@ -1,0 +1,207 @@
+"""Fine-tuning objective: backbone + task head as an engine task, model building and saving.
+
+* :func:`build_backbone` — an encoder from an echocare export, a stock timm Swin checkpoint, or random.
+* :func:`build_finetune_model` — backbone + the head of a task (``echocare.models.heads``).
+* :class:`FinetuneTask` — ``forward(batch) -> {"loss", "logs"}`` with layer-wise lr decay groups.
+* :func:`save_finetuned` / :func:`load_finetuned` — one ``.safetensors`` with the whole model and the
+  metadata needed to rebuild it (architecture, head, class names, task config).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from echocare.models.heads import FinetuneModel, create_head
+
+logger = logging.getLogger(__name__)
+
+FINETUNE_FORMAT = "echocare-finetune"
+HEAD_OF_TASK = {"classification": "classification", "segmentation": "segmentation", "detection": "detection",
+                "landmarks": "landmarks", "regression": "regression", "video": "video_classification"}
+
+__all__ = ["FINETUNE_FORMAT", "FinetuneTask", "build_backbone", "build_finetune_model", "head_arguments",
+           "layer_decay_groups", "load_finetuned", "save_finetuned"]
+
+
+def build_backbone(init: str, name: str, img_size: int, patch_size: int = 4, window_size: int = 8,
+                   drop_path_rate: float = 0.1) -> nn.Module:
+    """The encoder to fine-tune.
+
+    Args:
+        init: ``"random"``, an echocare export, or a stock timm Swin checkpoint path.
+        name: Registered encoder name used for ``"random"``.
+        img_size: Input side (position tables are adapted for pretrained weights).
+        patch_size, window_size: Architecture of a random encoder.
+        drop_path_rate: Stochastic depth during fine-tuning.
+
+    Raises:
+        FileNotFoundError: ``init`` is neither ``random`` nor an existing file.
+    """
+    from echocare.models import create_encoder
+
+    if init == "random":
+        logger.info("backbone: random %s (baseline, no pretrained weights)", name)
+        return create_encoder(name, img_size=img_size, patch_size=patch_size, window_size=window_size,
+                              drop_path_rate=drop_path_rate, in_chans=1)
+    if not Path(init).is_file():
+        raise FileNotFoundError(f"model.init: {init} is not a file (give an exported .safetensors, a timm Swin "
+                                "checkpoint, or 'random')")
+    from echocare.models.hub import load_backbone
+
+    return load_backbone(init, img_size=img_size, drop_path_rate=drop_path_rate)
+
+
+def head_arguments(task: str, num_outputs: int, temporal: bool, extra: dict | None = None) -> dict[str, Any]:
+    """Constructor arguments of the task's head (``extra`` = ``model.head`` overrides)."""
+    args: dict[str, Any]
+    if task in ("classification", "video", "detection", "segmentation"):
+        args = {"num_classes": num_outputs}
+    elif task == "landmarks":
+        args = {"num_landmarks": num_outputs}
+    elif task == "regression":
+        args = {"num_outputs": num_outputs, "temporal": temporal}
+    else:
+        raise ValueError(f"unknown task {task!r}; choose from {sorted(HEAD_OF_TASK)}")
+    if task == "segmentation":
+        args["in_chans"] = 1
+    args.update(extra or {})
+    return args
+
+
+def build_finetune_model(backbone: nn.Module, task: str, head_args: dict[str, Any], feature_norm: bool = True,
+                         linear_probe: bool = False) -> FinetuneModel:
+    """Backbone + head for ``task`` (``linear_probe`` freezes the backbone)."""
+    if task not in HEAD_OF_TASK:
+        raise ValueError(f"unknown task {task!r}; choose from {sorted(HEAD_OF_TASK)}")
+    head = create_head(HEAD_OF_TASK[task], backbone.feature_info, **head_args)
+    if hasattr(backbone, "mask_token"):
+        backbone.mask_token.requires_grad_(False)  # unused in fine-tuning (and DDP rejects unused params)
+    return FinetuneModel(backbone, head, feature_norm=feature_norm, freeze_backbone=linear_probe)
+
+
+def layer_decay_groups(model: FinetuneModel, weight_decay: float, layer_decay: float) -> list[dict]:
+    """Optimizer groups: backbone layer ``i`` of ``n`` gets ``lr_scale = layer_decay ** (n - i)``, the head 1.
+
+    Layers come from the backbone's timm ``group_matcher(coarse=False)`` (patch embedding = 0, one id
+    per block, ...). Within each scale, norms, biases, position tables and tokens get no weight decay.
+    """
+    from timm.models import group_parameters
+
+    backbone = model.backbone
+    layer_of: dict[str, int] = {}
+    if layer_decay < 1.0 and hasattr(backbone, "group_matcher"):
+        for layer, names in group_parameters(backbone, backbone.group_matcher(coarse=False)).items():
+            for n in names:
+                layer_of[f"backbone.{n}"] = int(layer)
+    n_layers = max(layer_of.values(), default=0) + 1
+    skip = {f"backbone.{n}" for n in getattr(backbone, "no_weight_decay", lambda: set())()}
+    groups: dict[tuple[float, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        scale = layer_decay ** (n_layers - layer_of[name]) if name in layer_of else 1.0
+        decay = not (p.ndim <= 1 or name in skip or name.endswith("token"))
+        g = groups.setdefault((scale, decay), {"params": [], "names": [], "lr_scale": scale,
+                                               "weight_decay": weight_decay if decay else 0.0})
+        g["params"].append(p)
+        g["names"].append(name)
+    logger.info("optimizer: %d groups, layer decay %.3g over %d backbone layers", len(groups), layer_decay, n_layers)
+    return list(groups.values())
+
+
+class FinetuneTask(nn.Module):
+    """Engine task: ``forward(batch)`` → head loss on the batch's targets.
+
+    Args:
+        model: The backbone + head model.
+        layer_decay: Layer-wise lr decay factor (1 = none).
+    """
+
+    def __init__(self, model: FinetuneModel, layer_decay: float = 1.0) -> None:
+        super().__init__()
+        self.model = model
+        self.layer_decay = layer_decay
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """``{"loss": scalar, "logs": {...}}`` for a batch with ``image`` and the task's targets."""
+        out = self.model(batch["image"])
+        res = self.model.loss(out, batch)
+        return {"loss": res["loss"], "logs": res.get("logs", {})}
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """Layer-decayed groups (see :func:`layer_decay_groups`)."""
+        return layer_decay_groups(self.model, weight_decay, self.layer_decay)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing in the backbone."""
+        self.model.backbone.set_grad_checkpointing(enable)
+
+
+def save_finetuned(model: FinetuneModel, path: str | Path, metadata: dict[str, Any]) -> Path:
+    """Write the whole model (``backbone.*``, ``head.*``) and its rebuild metadata as safetensors.
+
+    Args:
+        model: The fine-tuned model.
+        path: Output file.
+        metadata: JSON-able dict; must hold ``task`` and ``head_args`` (stored as JSON strings).
+    """
+    from safetensors.torch import save_file
+
+    backbone = model.backbone
+    meta = {"format": FINETUNE_FORMAT, "architecture": backbone.timm_architecture,
+            "model_args": json.dumps(backbone.timm_kwargs)}
+    meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file(state, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return path
+
+
+def load_finetuned(path: str | Path) -> tuple[FinetuneModel, dict[str, Any]]:
+    """Rebuild a model written by :func:`save_finetuned`; returns ``(model in eval mode, metadata)``.
+
+    Raises:
+        ValueError: not an echocare fine-tuned model file, or weights that do not fit.
+    """
+    from safetensors import safe_open
+
+    from echocare.models.encoder import EchoCareSwin
+
+    path = Path(path)
+    with safe_open(str(path), framework="pt") as f:
+        raw = dict(f.metadata() or {})
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    if raw.get("format") != FINETUNE_FORMAT:
+        raise ValueError(f"{path}: not an echocare fine-tuned model (format {raw.get('format')!r}, "
+                         f"expected {FINETUNE_FORMAT!r}); pass a fine-tune run dir or its model.safetensors")
+    meta = {k: (json.loads(v) if k not in ("format", "architecture", "task") else v) for k, v in raw.items()}
+    backbone = EchoCareSwin(timm_architecture=meta["architecture"], **meta["model_args"])
+    model = build_finetune_model(backbone, meta["task"], meta["head_args"], feature_norm=meta.get("feature_norm", True))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: weights do not fit the recorded architecture: {err}") from err
+    model.eval()
+    return model, meta
+
+
+def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Tensors (and lists of tensors) of a batch on ``device``."""
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            out[k] = v.to(device)
+        elif isinstance(v, list) and v and isinstance(v[0], torch.Tensor):
+            out[k] = [t.to(device) for t in v]
+        else:
+            out[k] = v
+    return out
