@@ -96,6 +96,12 @@ def make_accelerator(precision: str = "auto", grad_accum: int = 1, project_dir: 
         mixed = launcher_mp
     else:
         mixed = resolve_precision(precision, "cuda" if has_cuda else "cpu")
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and not use_ds:
+        # A single, non-launched process may run several trainings in a row (protocols, notebooks, tests):
+        # accelerate's process-wide state would pin the first run's precision, so start each run fresh.
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
     pg_kwargs = InitProcessGroupKwargs(timeout=timedelta(seconds=timeout_s))
     if not has_cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         pg_kwargs.backend = "gloo"  # only meaningful when a process group is actually created
