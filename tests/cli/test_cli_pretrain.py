@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import echocare
 from echocare.cli import main
 from echocare.config.recipes import find_recipe
 from echocare.engine.checkpoint import MARKER, CheckpointManager
@@ -156,6 +157,13 @@ def test_deepspeed_zero2_two_processes(shards, tmp_path):
     assert all(r["world_size"] == 2 and r["loss"] == r["loss"] for r in recs)
     weights = load_file(tmp_path / "checkpoints" / "step-00000003" / "model.safetensors")
     assert weights and all(t.dtype == torch.float32 for t in weights.values())  # consolidated fp32 masters
+    # the DeepSpeed run directory exports like any other, and the export loads as a backbone
+    from echocare.engine.export import export_encoder
+
+    enc = export_encoder(tmp_path, tmp_path / "encoder.safetensors")
+    backbone = echocare.load_backbone(enc)
+    stem = "encoder.patch_embed.proj.weight"
+    torch.testing.assert_close(backbone.patch_embed.proj.weight, weights[next(k for k in weights if k.endswith(stem))])
 
 
 def test_quickstart_tiny(tmp_path, capsys):
