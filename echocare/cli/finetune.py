@@ -12,27 +12,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+
+from echocare.cli import _common
 
 
 def add_config_arguments(p: argparse.ArgumentParser) -> None:
     """``--config``, repeated ``--set`` and ``--help-config`` (shared with ``echocare protocol``)."""
-    p.add_argument("--config", help="YAML recipe (e.g. recipes/finetune/segmentation.yaml)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config key, repeatable (e.g. --set data.root=DIR)")
-    p.add_argument("--help-config", action="store_true", help="list every config key with type, default, help")
+    _common.add_config_arguments(p, "recipes/finetune/segmentation.yaml", "data.root=DIR")
 
 
 def load_finetune_config(args: argparse.Namespace, verb: str):
     """The validated FinetuneConfig, or None after printing the error (exit code 2)."""
-    from echocare.config import ConfigError, load_config
     from echocare.config.finetune import FinetuneConfig
 
-    try:
-        return load_config(FinetuneConfig, args.config, args.set or ())
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"echocare {verb}: error: {err}", file=sys.stderr)
-        return None
+    return _common.load_config_or_report(FinetuneConfig, args.config, args.set or (), verb)
 
 
 def print_config_help() -> int:
@@ -65,8 +58,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = run_finetune(cfg, args.output_dir, resume=args.resume)
     except (FileNotFoundError, ValueError) as err:
-        print(f"echocare finetune: error: {err}", file=sys.stderr)
-        return 2
+        return _common.error_exit("finetune", err)
     if summary:
         print(json.dumps({"output_dir": args.output_dir, "step": summary["step"], **summary["headline"]}))
     return 143 if summary.get("interrupted") else 0
@@ -81,7 +73,5 @@ def register(subparsers) -> None:
                     "see --help-config. Works under `accelerate launch -m echocare`.",
     )
     add_config_arguments(p)
-    p.add_argument("--output-dir", default="runs/finetune", help="run directory (default runs/finetune)")
-    p.add_argument("--resume", default=None, metavar="auto|PATH",
-                   help="'auto' = newest complete checkpoint in --output-dir; or a checkpoint / run directory")
+    _common.add_run_arguments(p, "runs/finetune")
     p.set_defaults(func=run)

@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from echocare.cli._common import add_config_arguments, add_run_arguments, load_config_or_report
 
 
 def _help_config(args: argparse.Namespace) -> int:
@@ -22,12 +23,10 @@ def run(args: argparse.Namespace) -> int:
     """Load the config and run the engine; exit 0 when finished, 143/130 when stopped by a signal."""
     if args.help_config:
         return _help_config(args)
-    from echocare.config import ConfigError, PretrainConfig, load_config
+    from echocare.config import PretrainConfig
 
-    try:
-        cfg = load_config(PretrainConfig, args.config, args.set or ())
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"echocare pretrain: error: {err}", file=sys.stderr)
+    cfg = load_config_or_report(PretrainConfig, args.config, args.set or (), "pretrain")
+    if cfg is None:
         return 2
     from echocare.engine.pretrain import run_pretraining
 
@@ -45,12 +44,6 @@ def register(subparsers) -> None:
         description="Pretrain an EchoCare model. Config = dataclass defaults <- --config YAML <- --set "
                     "overrides; see --help-config for every key. Works under `accelerate launch -m echocare`.",
     )
-    p.add_argument("--config", help="YAML recipe (e.g. recipes/pretrain/echocare_swin_base.yaml)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a config key, repeatable (e.g. --set train.max_steps=100)")
-    p.add_argument("--output-dir", default="runs/pretrain", help="run directory (default runs/pretrain)")
-    p.add_argument("--resume", default=None, metavar="auto|PATH",
-                   help="'auto' = newest complete checkpoint in --output-dir (fresh start if none); "
-                        "or a checkpoint / run directory")
-    p.add_argument("--help-config", action="store_true", help="list every config key with type, default, help")
+    add_config_arguments(p, "recipes/pretrain/echocare_swin_base.yaml", "train.max_steps=100")
+    add_run_arguments(p, "runs/pretrain", auto_note=" (fresh start if none)")
     p.set_defaults(func=run)

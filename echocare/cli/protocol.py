@@ -10,9 +10,9 @@ run directory per (fraction, seed); rerunning continues an interrupted protocol.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from echocare.cli._common import error_exit
 from echocare.cli.finetune import add_config_arguments, load_finetune_config, print_config_help
 
 
@@ -39,8 +39,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         res = run_protocol(cfg, args.output_dir, args.fractions, args.seeds)
     except (FileNotFoundError, ValueError) as err:
-        print(f"echocare protocol: error: {err}", file=sys.stderr)
-        return 2
+        return error_exit("protocol", err)
     print((Path(args.output_dir) / "protocol.md").read_text())
     print("\n".join(res["files"]))
     return 0

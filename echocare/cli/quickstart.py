@@ -16,10 +16,12 @@ import sys
 import time
 from pathlib import Path
 
+from echocare.cli._common import add_set_argument, load_config_or_report
+
 
 def run(args: argparse.Namespace) -> int:
     """Build phantom shards, pretrain the debug model, export it, and print the artefacts."""
-    from echocare.config import ConfigError, PretrainConfig, load_config
+    from echocare.config import PretrainConfig
     from echocare.config.recipes import DEBUG_OVERRIDES, find_recipe
 
     out = Path(args.output_dir)
@@ -34,10 +36,8 @@ def run(args: argparse.Namespace) -> int:
         # SimMIM head of the 24-channel debug encoder only reaches the mean image in that time
         "model.decoder=progressive",
     ] + list(args.set or ())
-    try:
-        cfg = load_config(PretrainConfig, recipe, overrides)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"echocare quickstart: error: {err}", file=sys.stderr)
+    cfg = load_config_or_report(PretrainConfig, recipe, overrides, "quickstart")
+    if cfg is None:
         return 2
 
     t0 = time.time()
@@ -96,5 +96,5 @@ def register(subparsers) -> None:
     p.add_argument("--output-dir", default="quickstart", help="output folder (default ./quickstart)")
     p.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
     p.add_argument("--images", type=int, default=512, help="phantom images to generate (default 512)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="extra config override, repeatable")
+    add_set_argument(p, "extra config override, repeatable")
     p.set_defaults(func=run)

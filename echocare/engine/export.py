@@ -41,6 +41,7 @@ from echocare.models.hub import (
     FULL_FORMAT,
     find_encoder_prefix,
     infer_swin_kwargs,
+    load_encoder_state,
     read_weights,
     timm_architecture_for,
 )
@@ -151,14 +152,7 @@ def _build_encoder(state: dict[str, torch.Tensor], config: dict[str, Any], where
     except (KeyError, ValueError):  # no / foreign model name: pick the stock name by block layout
         arch = timm_architecture_for(args)
     encoder = EchoCareSwin(timm_architecture=arch, num_classes=0, **args)
-    try:
-        result = encoder.load_state_dict(state, strict=False)
-    except RuntimeError as err:
-        raise ValueError(f"{where}: encoder tensors do not fit the inferred architecture {args}: {err}") from err
-    missing = [k for k in result.missing_keys if k != "mask_token"]
-    if missing or result.unexpected_keys:
-        raise ValueError(f"{where}: encoder tensors do not fit the inferred architecture {args}; missing "
-                         f"{missing[:8]}, unexpected {result.unexpected_keys[:8]}")
+    load_encoder_state(encoder, state, f"{where}: encoder tensors do not fit the inferred architecture {args}")
     return encoder
 
 

@@ -146,6 +146,14 @@ def f1_score(y_true: Any, y_pred: Any, average: str = "macro", num_classes: int 
     return _average("f1", y_true, y_pred, average, num_classes)
 
 
+def _check_binary(yt: np.ndarray, s: np.ndarray, fn: str) -> None:
+    """Checks shared by the binary metrics: same length, finite scores, labels 0/1 (``fn`` names the caller)."""
+    check_same_length(yt, s, "y_true", "scores")
+    check_finite(s, "scores")
+    if yt.max() > 1:
+        raise ValueError(f"{fn}: y_true must be 0/1, got label {int(yt.max())}")
+
+
 def binary_auc(y_true: Any, scores: Any) -> float:
     """Area under the ROC curve of a binary task (Mann-Whitney form, seed 003 Table 2).
 
@@ -161,10 +169,7 @@ def binary_auc(y_true: Any, scores: Any) -> float:
     s = as_array(scores, "scores")
     if s.ndim != 1:
         raise ValueError(f"binary_auc: scores must be 1-D, got shape {tuple(s.shape)}")
-    check_same_length(yt, s, "y_true", "scores")
-    check_finite(s, "scores")
-    if yt.max() > 1:
-        raise ValueError(f"binary_auc: y_true must be 0/1, got label {int(yt.max())}")
+    _check_binary(yt, s, "binary_auc")
     m = int(yt.sum())
     n = len(yt) - m
     if m == 0 or n == 0:
@@ -233,10 +238,7 @@ def youden_threshold(y_true: Any, scores: Any) -> dict[str, float]:
         s = s[:, 1]
     if s.ndim != 1:
         raise ValueError(f"youden_threshold needs binary scores (N,) or (N, 2), got shape {tuple(s.shape)}")
-    check_same_length(yt, s, "y_true", "scores")
-    check_finite(s, "scores")
-    if yt.max() > 1:
-        raise ValueError(f"youden_threshold: y_true must be 0/1, got label {int(yt.max())}")
+    _check_binary(yt, s, "youden_threshold")
     m, n = int(yt.sum()), int((yt == 0).sum())
     if m == 0 or n == 0:
         raise ValueError("Youden threshold undefined: y_true holds a single class")

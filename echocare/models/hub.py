@@ -182,6 +182,22 @@ def _decode_metadata(metadata: dict[str, str], path: Path) -> dict[str, Any]:
     return meta
 
 
+def load_encoder_state(model: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Load ``state`` into ``model`` non-strictly; only a missing ``mask_token`` is allowed.
+
+    Raises:
+        ValueError: ``"{what}: <error>"`` where a tensor does not fit, or ``"{what}; missing …,
+            unexpected …"`` where keys are missing or left over.
+    """
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:
+        raise ValueError(f"{what}: {err}") from err
+    missing = [k for k in result.missing_keys if k != "mask_token"]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"{what}; missing {missing[:8]}, unexpected {result.unexpected_keys[:8]}")
+
+
 def load_backbone(path: str | Path, **overrides: Any) -> EchoCareSwin:
     """Build an :class:`EchoCareSwin` and load pretrained weights into it.
 
@@ -231,14 +247,7 @@ def load_backbone(path: str | Path, **overrides: Any) -> EchoCareSwin:
     state = checkpoint_filter_fn(state, model)  # resizes bias tables / patch kernels, renames old layouts
     if mask_token is not None:
         state["mask_token"] = mask_token
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as err:
-        raise ValueError(f"{path}: weights do not fit the architecture {args}: {err}") from err
-    missing = [k for k in result.missing_keys if k != "mask_token"]
-    if missing or result.unexpected_keys:
-        raise ValueError(f"{path}: weights do not fit the architecture; missing {missing[:8]}, "
-                         f"unexpected {result.unexpected_keys[:8]}")
+    load_encoder_state(model, state, f"{path}: weights do not fit the architecture {args}")
     logger.info("loaded backbone from %s (%s, mask_token %s)", path, fmt or "stock timm",
                 "restored" if mask_token is not None else "freshly initialised")
     return model

@@ -3,28 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import timm
 import torch
 
 from echocare.models.heads import ClassificationHead, FinetuneModel, create_head, list_heads
 from echocare.models.heads.common import parse_feature_info
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest single-threaded on a shared 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def tiny_backbone() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model(
-        "swin_tiny_patch4_window7_224", pretrained=False, img_size=64, window_size=4, embed_dim=24,
-        depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), in_chans=1, num_classes=0,
-    )
 
 
 def bright_dark_batch(n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,19 +16,7 @@ def bright_dark_batch(n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     return images, labels
 
 
-def train(model: FinetuneModel, images, targets, steps: int = 20, lr: float = 1e-3) -> list[float]:
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
-    losses = []
-    for _ in range(steps):
-        out = model.loss(model(images), targets)
-        opt.zero_grad()
-        out["loss"].backward()
-        opt.step()
-        losses.append(float(out["loss"].detach()))
-    return losses
-
-
-def test_parse_feature_info_variants():
+def test_parse_feature_info_variants(tiny_backbone):
     spec = parse_feature_info([{"num_chs": 8, "reduction": 4}, {"num_chs": 16, "reduction": 8}])
     assert spec.channels == (8, 16) and spec.reductions == (4, 8)
     assert parse_feature_info([(8, 4), (16, 8)]) == spec
@@ -57,7 +27,7 @@ def test_parse_feature_info_variants():
         parse_feature_info([{"channels": 8}])
 
 
-def test_classification_shapes_and_predict():
+def test_classification_shapes_and_predict(tiny_backbone):
     backbone = tiny_backbone()
     model = FinetuneModel(backbone, create_head("classification", backbone.feature_info, num_classes=3))
     out = model(torch.rand(2, 1, 64, 64))
@@ -67,7 +37,7 @@ def test_classification_shapes_and_predict():
     assert pred["label"].shape == (2,)
 
 
-def test_full_finetune_loss_falls_and_every_param_has_grad():
+def test_full_finetune_loss_falls_and_every_param_has_grad(tiny_backbone, train):
     backbone = tiny_backbone()
     model = FinetuneModel(backbone, ClassificationHead(backbone.feature_info, num_classes=2, dropout=0.1))
     images, labels = bright_dark_batch()
@@ -79,7 +49,7 @@ def test_full_finetune_loss_falls_and_every_param_has_grad():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
-def test_linear_probe_freezes_backbone():
+def test_linear_probe_freezes_backbone(tiny_backbone, train):
     backbone = tiny_backbone()
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
     model = FinetuneModel(backbone, ClassificationHead(backbone.feature_info, num_classes=2), freeze_backbone=True)
@@ -100,7 +70,7 @@ def test_linear_probe_freezes_backbone():
     assert model.backbone.training and all(p.requires_grad for p in model.backbone.parameters())
 
 
-def test_binary_single_logit_and_label_errors():
+def test_binary_single_logit_and_label_errors(tiny_backbone):
     backbone = tiny_backbone()
     model = FinetuneModel(backbone, ClassificationHead(backbone.feature_info, num_classes=1))
     images, labels = bright_dark_batch(4)
@@ -116,7 +86,7 @@ def test_binary_single_logit_and_label_errors():
         model.loss(out, {"y": labels})
 
 
-def test_factory_and_bad_inputs():
+def test_factory_and_bad_inputs(tiny_backbone):
     assert set(list_heads()) == {
         "classification", "segmentation", "detection", "landmarks", "regression", "video_classification"
     }

@@ -5,28 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
-import timm
 import torch
 from torchvision.ops import box_iou
 
 from echocare.losses.detection import centerness_target, focal_loss, giou_loss
 from echocare.models.heads import DetectionHead, FinetuneModel, create_head, ellipse_to_box
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def tiny_backbone() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model(
-        "swin_tiny_patch4_window7_224", pretrained=False, img_size=64, window_size=4, embed_dim=24,
-        depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), in_chans=1, num_classes=0,
-    )
 
 
 def disk_batch(n: int = 4, radius: float = 10.0):
@@ -93,24 +76,14 @@ def test_assignment_never_drops_a_small_box():
         head.loss(out, {"boxes": [torch.tensor([[5.0, 5.0, 1.0, 9.0]])], "labels": [torch.tensor([0])]})
 
 
-def test_detection_trains_and_decodes():
+def test_detection_trains_and_decodes(tiny_backbone, train, assert_all_head_grads):
     backbone = tiny_backbone()
     model = FinetuneModel(backbone, create_head("detection", backbone.feature_info, num_classes=1, channels=32))
     images, boxes, labels = disk_batch()
     targets = {"boxes": boxes, "labels": labels}
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(25):
-        res = model.loss(model(images), targets)
-        opt.zero_grad()
-        res["loss"].backward()
-        opt.step()
-        losses.append(float(res["loss"].detach()))
+    losses = train(model, images, targets, steps=25)
     assert losses[-1] < 0.7 * losses[0], losses
-    model.zero_grad()
-    model.loss(model(images), targets)["loss"].backward()
-    for name, p in model.head.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert_all_head_grads(model, images, targets)
     # an image without objects is fine (all locations negative)
     empty = model.loss(model(images[:1]), {"boxes": [torch.zeros(0, 4)], "labels": [torch.zeros(0)]})
     assert torch.isfinite(empty["loss"])

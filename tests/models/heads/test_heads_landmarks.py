@@ -3,27 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import timm
 import torch
 
 from echocare.losses.landmarks import heatmap_mse_loss
 from echocare.models.heads import FinetuneModel, LandmarkHead, decode_heatmaps, render_gaussian_heatmaps
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def tiny_backbone() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model(
-        "swin_tiny_patch4_window7_224", pretrained=False, img_size=64, window_size=4, embed_dim=24,
-        depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), in_chans=1, num_classes=0,
-    )
 
 
 @pytest.mark.parametrize("stride", [1, 4])
@@ -54,7 +37,7 @@ def test_centroid_and_border_and_errors():
         heatmap_mse_loss(heat, heat, torch.ones(2, 2))
 
 
-def test_landmark_head_trains_and_every_param_has_grad():
+def test_landmark_head_trains_and_every_param_has_grad(tiny_backbone, train, assert_all_head_grads):
     g = torch.Generator().manual_seed(2)
     n = 4
     yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
@@ -69,20 +52,10 @@ def test_landmark_head_trains_and_every_param_has_grad():
     targets = {"points": points, "visible": visible}
     out = model(images)
     assert out["heatmaps"].shape == (n, 2, 16, 16)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(20):
-        res = model.loss(model(images), targets)
-        opt.zero_grad()
-        res["loss"].backward()
-        opt.step()
-        losses.append(float(res["loss"].detach()))
+    losses = train(model, images, targets)
     assert losses[-1] < 0.7 * losses[0], losses
-    assert "mre_px" in res["logs"]
-    model.zero_grad()
-    model.loss(model(images), targets)["loss"].backward()
-    for name, p in model.head.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert "mre_px" in model.loss(model(images), targets)["logs"]
+    assert_all_head_grads(model, images, targets)
     pred = model.predict(images)
     assert pred["points"].shape == (n, 2, 2) and pred["scores"].shape == (n, 2)
     with pytest.raises(ValueError, match="landmark points"):

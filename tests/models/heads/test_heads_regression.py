@@ -3,53 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import timm
 import torch
 
 from echocare.models.heads import FinetuneModel, RegressionHead, TemporalAttentionPool
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def tiny_backbone() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model(
-        "swin_tiny_patch4_window7_224", pretrained=False, img_size=64, window_size=4, embed_dim=24,
-        depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), in_chans=1, num_classes=0,
-    )
-
-
-def train(model, images, targets, steps=20, lr=1e-3) -> list[float]:
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses = []
-    for _ in range(steps):
-        res = model.loss(model(images), targets)
-        opt.zero_grad()
-        res["loss"].backward()
-        opt.step()
-        losses.append(float(res["loss"].detach()))
-    return losses
-
-
-def assert_all_head_grads(model, images, targets):
-    """Every head parameter is connected to the loss.
-
-    Targets should lie on one side of all predictions: with an L1 loss, balanced
-    over/under-shoots cancel exactly in the gradient of the last bias terms.
-    """
-    model.zero_grad()
-    model.loss(model(images), targets)["loss"].backward()
-    for name, p in model.head.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
-
-
-def test_image_regression_learns_intensity():
+def test_image_regression_learns_intensity(tiny_backbone, train, assert_all_head_grads):
     g = torch.Generator().manual_seed(4)
     level = torch.rand(8, generator=g)
     images = torch.rand(8, 1, 64, 64, generator=g) * 0.3 + 0.6 * level.view(8, 1, 1, 1)
@@ -71,7 +30,7 @@ def test_image_regression_learns_intensity():
         model.loss(out, {"value": torch.rand(8, 2)})
 
 
-def test_sequence_regression_with_temporal_attention():
+def test_sequence_regression_with_temporal_attention(tiny_backbone, train, assert_all_head_grads):
     g = torch.Generator().manual_seed(5)
     b, t = 4, 4
     # the target is how much brighter the last frames are than the first ones (order matters)

@@ -3,27 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import timm
 import torch
 
 from echocare.losses.segmentation import dice_ce_loss
 from echocare.models.heads import FinetuneModel, SegmentationHead, create_head
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def tiny_backbone() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model(
-        "swin_tiny_patch4_window7_224", pretrained=False, img_size=64, window_size=4, embed_dim=24,
-        depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), in_chans=1, num_classes=0,
-    )
 
 
 def disk_batch(n: int = 4, radius: float = 10.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,7 +43,7 @@ def test_dice_ce_loss_hand_cases():
         dice_ce_loss(perfect, target[:, :2])
 
 
-def test_segmentation_shapes_patch4_and_patch2_strides():
+def test_segmentation_shapes_patch4_and_patch2_strides(tiny_backbone):
     backbone = tiny_backbone()
     head = create_head("segmentation", backbone.feature_info, num_classes=3, feature_size=8)
     assert [s for s in head.scales] == [1, 2, 4, 8, 16, 32]
@@ -78,23 +61,13 @@ def test_segmentation_shapes_patch4_and_patch2_strides():
         head2(feats, torch.rand(1, 1, 64, 64))
 
 
-def test_segmentation_trains_on_disks_and_every_head_param_has_grad():
+def test_segmentation_trains_on_disks_and_every_head_param_has_grad(tiny_backbone, train, assert_all_head_grads):
     backbone = tiny_backbone()
     model = FinetuneModel(backbone, SegmentationHead(backbone.feature_info, num_classes=2, feature_size=8))
     images, masks = disk_batch()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(20):
-        res = model.loss(model(images), {"mask": masks})
-        opt.zero_grad()
-        res["loss"].backward()
-        opt.step()
-        losses.append(float(res["loss"].detach()))
+    losses = train(model, images, {"mask": masks}, lr=3e-3)
     assert losses[-1] < 0.7 * losses[0], losses
-    model.zero_grad()
-    model.loss(model(images), {"mask": masks})["loss"].backward()
-    for name, p in model.head.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert_all_head_grads(model, images, {"mask": masks})
     pred = model.predict(images)
     assert pred["mask"].shape == (4, 64, 64) and pred["probs"].shape == (4, 2, 64, 64)
     dice = 2 * ((pred["mask"] == 1) & (masks == 1)).sum() / ((pred["mask"] == 1).sum() + (masks == 1).sum())

@@ -3,26 +3,9 @@
 from __future__ import annotations
 
 import pytest
-import timm
 import torch
 
 from echocare.models.heads import FinetuneModel, VideoClassificationHead, clip_starts, create_head, video_scores
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def tiny_backbone() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return timm.create_model(
-        "swin_tiny_patch4_window7_224", pretrained=False, img_size=64, window_size=4, embed_dim=24,
-        depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2), in_chans=1, num_classes=0,
-    )
 
 
 class MeanLogitModel(torch.nn.Module):
@@ -69,7 +52,7 @@ def test_video_scores_average_clip_probabilities():
         video_scores(model, video[None], clip_len=8)
 
 
-def test_video_head_trains_and_scores_a_video():
+def test_video_head_trains_and_scores_a_video(tiny_backbone, train, assert_all_head_grads):
     g = torch.Generator().manual_seed(6)
     labels = torch.tensor([0, 1, 0, 1])
     clips = torch.rand(4, 4, 1, 64, 64, generator=g) * 0.4 + 0.3 * labels.view(4, 1, 1, 1, 1)
@@ -78,19 +61,9 @@ def test_video_head_trains_and_scores_a_video():
     assert isinstance(model.head, VideoClassificationHead) and model.task == "video_classification"
     out = model(clips)
     assert out["logits"].shape == (4, 2) and out["frame_weights"].shape == (4, 4)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-4)
-    losses = []
-    for _ in range(20):
-        res = model.loss(model(clips), {"label": labels})
-        opt.zero_grad()
-        res["loss"].backward()
-        opt.step()
-        losses.append(float(res["loss"].detach()))
+    losses = train(model, clips, {"label": labels}, lr=3e-4)
     assert losses[-1] < 0.7 * losses[0], losses
-    model.zero_grad()
-    model.loss(model(clips), {"label": labels})["loss"].backward()
-    for name, p in model.head.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert_all_head_grads(model, clips, {"label": labels})
     video = torch.cat([clips[1], clips[3]])  # (8, 1, 64, 64): two 4-frame clips of the positive class
     res = video_scores(model, video, clip_len=4)
     assert res["clip_scores"].shape == (2, 2)
