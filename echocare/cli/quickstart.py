@@ -94,7 +94,7 @@ def register(subparsers) -> None:
                     "where the reconstruction grid and loss curve are. Rerunning resumes/reuses.",
     )
     p.add_argument("--output-dir", default="quickstart", help="output folder (default ./quickstart)")
-    p.add_argument("--steps", type=int, default=300, help="optimizer steps (default 300)")
+    p.add_argument("--steps", type=int, default=600, help="optimizer steps (default 600)")
     p.add_argument("--images", type=int, default=512, help="phantom images to generate (default 512)")
     add_set_argument(p, "extra config override, repeatable")
     p.set_defaults(func=run)

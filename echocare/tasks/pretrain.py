@@ -58,6 +58,8 @@ class PretrainTask(nn.Module):
 
         Returns:
             Ordered ``{"input", "masked", "reconstruction", "target"}``, each (K, C, H, W) in [0, 1];
+            ``reconstruction`` is the prediction in the masked region pasted into the visible pixels (the
+            loss ignores the prediction on visible pixels, so showing it there would only show noise);
             ``target`` shows the original pixels of the masked region only (what the loss compares).
         """
         k = min(self.num_visuals, int(batch["image"].shape[0]))
@@ -74,6 +76,6 @@ class PretrainTask(nn.Module):
         return {
             "input": images,
             "masked": images * (1 - pixel),
-            "reconstruction": recon,
+            "reconstruction": recon * pixel + images * (1 - pixel),
             "target": images * pixel,
         }

@@ -40,6 +40,9 @@ def test_mim_only_model_ignores_targets_and_visualize_panels():
     # masked + target recompose the input exactly (they split it along the token mask)
     torch.testing.assert_close(panels["masked"] + panels["target"], panels["input"])
     assert float(panels["reconstruction"].min()) >= 0 and float(panels["reconstruction"].max()) <= 1
+    # the reconstruction panel keeps the visible pixels of the input and shows the prediction only where masked
+    visible = panels["masked"] > 0
+    torch.testing.assert_close(panels["reconstruction"][visible], panels["input"][visible])
 
 
 def test_grad_checkpointing_switch():
