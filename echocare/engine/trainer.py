@@ -308,12 +308,12 @@ class Trainer:
                 if consecutive_bad >= tc.max_nonfinite:
                     raise NonFiniteLossError(
                         f"{consecutive_bad} consecutive optimizer steps had a non-finite loss (last at step "
-                        f"{state['step']}, lr {scheduler.get_last_lr()[0]:.3g}); lower optim.lr, enable "
+                        f"{state['step']}, lr {max(scheduler.get_last_lr()):.3g}); lower optim.lr, enable "
                         "optim.clip_grad, or check the data (see the warnings above for batch keys)"
                     )
                 continue
             consecutive_bad = 0
-            lr_used = float(scheduler.get_last_lr()[0])
+            lr_used = float(max(scheduler.get_last_lr()))  # the unscaled lr (layer decay only lowers groups)
             if oc.clip_grad and acc.sync_gradients:
                 grad_norm = acc.clip_grad_norm_(model.parameters(), oc.clip_grad)
             optimizer.step()

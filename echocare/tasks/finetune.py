@@ -96,9 +96,13 @@ def layer_decay_groups(model: FinetuneModel, weight_decay: float, layer_decay: f
     backbone = model.backbone
     layer_of: dict[str, int] = {}
     if layer_decay < 1.0 and hasattr(backbone, "group_matcher"):
+        # Frozen parameters (the unused mask_token, which timm groups as an extra top "layer") must not
+        # count as a layer: they would push every real block one decay factor down.
+        trainable = {n for n, p in backbone.named_parameters() if p.requires_grad}
         for layer, names in group_parameters(backbone, backbone.group_matcher(coarse=False)).items():
             for n in names:
-                layer_of[f"backbone.{n}"] = int(layer)
+                if n in trainable:
+                    layer_of[f"backbone.{n}"] = int(layer)
     n_layers = max(layer_of.values(), default=0) + 1
     skip = {f"backbone.{n}" for n in getattr(backbone, "no_weight_decay", lambda: set())()}
     groups: dict[tuple[float, bool], dict] = {}

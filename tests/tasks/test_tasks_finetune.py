@@ -53,6 +53,11 @@ def test_layer_decay_groups_and_linear_probe(exported):
     wd = {n: g["weight_decay"] for g in groups for n in g["names"]}
     assert wd["head.fc.bias"] == 0.0 and wd["head.fc.weight"] == 0.05
     assert "backbone.mask_token" not in scale
+    # the deepest block (and the final norm) get layer_decay ** 1, the patch embedding layer_decay ** n
+    assert scale["backbone.layers.3.blocks.0.mlp.fc1.weight"] == 0.5
+    assert scale["backbone.norm.weight"] == 0.5
+    n_blocks = sum(len(s.blocks) for s in bb.layers)
+    assert scale["backbone.patch_embed.proj.weight"] == 0.5 ** (n_blocks + 1)
     probe = build_finetune_model(build_backbone("random", "echocare_swin_debug", 64), "classification",
                                  head_arguments("classification", 3, False), linear_probe=True)
     names = [n for g in FinetuneTask(probe).param_groups(0.05) for n in g["names"]]
