@@ -9,7 +9,7 @@ Layout of one checkpoint ``checkpoints/step-00000100/``::
     trainer_state.json                       step, counters, world size, config hash
     COMPLETE                                 completeness marker (written last)
 
-Writes go to ``checkpoints/tmp-step-XXXXXXXX`` and are moved into place with
+Writes go to ``checkpoints/tmp-step-NNNNNNNN`` and are moved into place with
 ``os.replace`` only once complete, so a process killed mid-write leaves the
 previous checkpoint as the newest valid one. ``latest()`` ignores directories
 without the marker; stale ``tmp-*`` directories are removed at start-up.
