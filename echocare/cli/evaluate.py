@@ -14,7 +14,7 @@ import sys
 def run(args: argparse.Namespace) -> int:
     """Rebuild the model, evaluate, write and print the metrics."""
     from echocare.config import ConfigError
-    from echocare.engine.finetune import evaluate_checkpoint
+    from echocare.jobs.evaluate import evaluate_checkpoint
 
     device = args.device or ("cuda" if _cuda() else "cpu")
     try:

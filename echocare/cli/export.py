@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the export; print the written path, or the error, and return an exit code."""
-    from echocare.engine.export import export_encoder
+    from echocare.jobs.export import export_encoder
 
     try:
         out = export_encoder(args.src, args.out, full=args.full)

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_finetune_config(args, "finetune")
     if cfg is None:
         return 2
-    from echocare.engine.finetune import run_finetune
+    from echocare.jobs.finetune import run_finetune
 
     try:
         summary = run_finetune(cfg, args.output_dir, resume=args.resume)

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config_or_report(PretrainConfig, args.config, args.set or (), "pretrain")
     if cfg is None:
         return 2
-    from echocare.engine.pretrain import run_pretraining
+    from echocare.jobs.pretrain import run_pretraining
 
     result = run_pretraining(cfg, args.output_dir, resume=args.resume)
     if result.interrupted:

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_finetune_config(args, "protocol")
     if cfg is None:
         return 2
-    from echocare.engine.finetune import run_protocol
+    from echocare.jobs.protocol import run_protocol
 
     try:
         res = run_protocol(cfg, args.output_dir, args.fractions, args.seeds)

@@ -9,12 +9,10 @@ no lr scaling, layer-wise lr decay), and adds ``model``, ``data`` and ``eval`` s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Optional
 
 from echocare.config.errors import ConfigError
 from echocare.config.schema import OptimConfig, TrainConfig, _f
-
-TaskName = Literal["classification", "segmentation", "detection", "landmarks", "regression", "video"]
 
 
 @dataclass
@@ -118,8 +116,9 @@ def _optim_defaults() -> OptimConfig:
 class FinetuneConfig:
     """Configuration of ``echocare finetune``."""
 
-    task: TaskName = _f("classification", "Task: classification, segmentation, detection, landmarks, "
-                                          "regression or video.")
+    task: str = _f("classification", "Task name in the task registry: classification, segmentation, detection, "
+                                     "landmarks, regression, video, or one added with register_task (checked "
+                                     "when the job starts).")
     model: FinetuneModelConfig = field(default_factory=FinetuneModelConfig, metadata={"help": "Model."})
     data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig, metadata={"help": "Data."})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Evaluation."})

@@ -21,6 +21,7 @@ from echocare.data import curation
 from echocare.data.manifest import DatasetSpec, Manifest, ManifestError, load_manifest
 from echocare.data.pipeline import Candidate, PipelineOptions, Rejection, candidate_from_array, run_pipeline
 from echocare.data.sources import SourceError, iter_dicom_frames, iter_video_frames, list_files, read_image
+from echocare.ontology import load_ontology
 
 logger = logging.getLogger(__name__)
 
@@ -155,8 +156,6 @@ def build_shards(manifest_path: str | Path, out_dir: str | Path, workers: int = 
     Raises:
         ManifestError: invalid manifest (raised before any input is decoded).
     """
-    from echocare.ontology import load_ontology
-
     manifest = load_manifest(manifest_path)
     onto = load_ontology(manifest.ontology)
     units = make_units(manifest)

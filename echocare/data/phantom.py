@@ -22,6 +22,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from echocare.data.pipeline import PipelineOptions, candidate_from_array, run_pipeline
+from echocare.ontology import Ontology, load_ontology
+
 logger = logging.getLogger(__name__)
 
 # kind -> ontology path candidates, most specific first (the first the ontology knows is used).
@@ -222,9 +225,6 @@ def write_phantom_shards(
     Returns:
         The ``index.json`` document.
     """
-    from echocare.data.pipeline import PipelineOptions, run_pipeline
-    from echocare.ontology import Ontology, load_ontology
-
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     onto = ontology if isinstance(ontology, Ontology) else load_ontology(ontology)
@@ -246,8 +246,6 @@ def write_phantom_shards(
 
 def _phantom_unit(unit: dict[str, Any], options: Any) -> list[Any]:
     """Pipeline worker for one phantom image."""
-    from echocare.data.pipeline import candidate_from_array
-
     rng = np.random.default_rng([int(unit["seed"]), int(unit["index"])])
     img, _ = phantom_image(rng, int(unit["size"]), unit["kind"])
     meta = {"modality": "B-mode", "scanning_mode": KIND_GEOMETRY.get(unit["kind"], "mixed"),

@@ -27,44 +27,50 @@ def no_weight_decay_names(model: nn.Module) -> set[str]:
     return names
 
 
-def build_param_groups(model: nn.Module, weight_decay: float,
-                       extra_no_decay: Iterable[str] = ()) -> list[dict]:
-    """Split trainable parameters into a decayed and a non-decayed group.
+def is_no_weight_decay(name: str, param: torch.Tensor, skip: set[str]) -> bool:
+    """The one no-weight-decay rule of echocare (pretraining and fine-tuning alike).
 
-    No decay for: parameters with ``ndim <= 1`` (norms, biases, scalars),
-    names returned by any submodule's ``no_weight_decay()`` (e.g. the Swin
-    encoder's position tables and ``mask_token``), and names containing a
-    token / position-table fragment. A task may instead define
-    ``param_groups(weight_decay) -> list[dict]`` (e.g. layer-wise lr decay with
-    an ``lr_scale`` key); the trainer then uses those groups.
+    No decay for parameters with ``ndim <= 1`` (norms, biases, scalars), names listed by a submodule's
+    ``no_weight_decay()`` (``skip``, full or as a dotted suffix), and names whose last part contains a
+    token / position-table fragment (``mask_token``, ``relative_position_bias_table``, ...).
+    """
+    short = name.split(".")[-1]
+    return (param.ndim <= 1 or name in skip or any(name.endswith("." + s) for s in skip)
+            or any(frag in short for frag in _NO_DECAY_FRAGMENTS))
+
+
+def build_param_groups(model: nn.Module, weight_decay: float, extra_no_decay: Iterable[str] = (),
+                       lr_groups: list[dict] | None = None) -> list[dict]:
+    """Optimizer groups: each lr group split into a decayed and a non-decayed part by :func:`is_no_weight_decay`.
 
     Args:
-        model: The module to optimize.
-        weight_decay: Decay of the decayed group.
+        model: The module to optimize (its ``named_parameters`` decide weight decay).
+        weight_decay: Decay of the decayed groups.
         extra_no_decay: Further exact parameter names to exclude.
+        lr_groups: ``[{"params", "names", "lr_scale"}]`` from a task's ``lr_groups()`` (e.g. layer-wise lr
+            decay); None = one group with scale 1 over all parameters.
 
     Returns:
-        ``[{"params", "weight_decay", "names"}, ...]`` (empty groups dropped).
+        ``[{"params", "names", "weight_decay", "lr_scale"}, ...]`` (frozen parameters and empty groups dropped).
     """
     skip = no_weight_decay_names(model) | set(extra_no_decay)
-    decay, no_decay, decay_names, no_decay_names = [], [], [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        short = name.split(".")[-1]
-        if (param.ndim <= 1 or name in skip or any(name.endswith("." + s) or name == s for s in skip)
-                or any(frag in short for frag in _NO_DECAY_FRAGMENTS)):
-            no_decay.append(param)
-            no_decay_names.append(name)
-        else:
-            decay.append(param)
-            decay_names.append(name)
-    logger.info("param groups: %d decayed, %d not decayed tensors", len(decay), len(no_decay))
-    groups = [
-        {"params": decay, "weight_decay": weight_decay, "names": decay_names},
-        {"params": no_decay, "weight_decay": 0.0, "names": no_decay_names},
-    ]
-    return [g for g in groups if g["params"]]
+    no_decay_ids = {id(p) for n, p in model.named_parameters() if is_no_weight_decay(n, p, skip)}
+    if lr_groups is None:
+        named = list(model.named_parameters())
+        lr_groups = [{"params": [p for _, p in named], "names": [n for n, _ in named], "lr_scale": 1.0}]
+    groups = []
+    for g in lr_groups:
+        names = g.get("names") or [""] * len(g["params"])
+        for decay in (True, False):
+            sel = [(n, p) for n, p in zip(names, g["params"]) if p.requires_grad and (id(p) in no_decay_ids) != decay]
+            if sel:
+                groups.append({"params": [p for _, p in sel], "names": [n for n, _ in sel],
+                               "weight_decay": weight_decay if decay else 0.0,
+                               "lr_scale": float(g.get("lr_scale", 1.0))})
+    n_decay = sum(len(g["params"]) for g in groups if g["weight_decay"])
+    n_all = sum(len(g["params"]) for g in groups)
+    logger.info("param groups: %d groups, %d decayed, %d not decayed tensors", len(groups), n_decay, n_all - n_decay)
+    return groups
 
 
 def build_optimizer(groups: list[dict], peak_lr: float, betas: Iterable[float], eps: float) -> torch.optim.AdamW:

@@ -8,10 +8,11 @@ A **task** is an ``nn.Module`` whose ``forward(batch: dict)`` returns::
 
 Tasks never call ``backward``; the engine does. Optional task methods:
 
-* ``param_groups(weight_decay) -> list[dict]``: custom optimizer groups
-  (``params``, ``weight_decay``, optional ``lr_scale``); default groups come
-  from :func:`echocare.engine.optim.build_param_groups` (no decay for norms,
-  biases, ``mask_token``, position tables via ``no_weight_decay()`` + ndim<=1).
+* ``lr_groups() -> list[dict]``: lr groups (``params``, ``names``, ``lr_scale``),
+  e.g. layer-wise lr decay; without it all parameters share one lr. Weight
+  decay is always decided by the engine's one rule
+  (:func:`echocare.engine.optim.is_no_weight_decay`: no decay for norms,
+  biases, tokens, position tables, ``no_weight_decay()`` names).
 * ``set_grad_checkpointing(enable: bool)``: called when
   ``train.grad_checkpointing`` is true.
 * ``visualize(batch) -> dict[str, Tensor (K, C, H, W)]``: panels in [0, 1]
@@ -213,8 +214,8 @@ class Trainer:
                 raise ValueError(f"train.grad_checkpointing=true but {type(task).__name__} has no "
                                  "set_grad_checkpointing(enable)")
             fn(True)
-        custom = getattr(task, "param_groups", None)
-        groups = custom(oc.weight_decay) if callable(custom) else build_param_groups(task, oc.weight_decay)
+        lr_groups = getattr(task, "lr_groups", None)
+        groups = build_param_groups(task, oc.weight_decay, lr_groups=lr_groups() if callable(lr_groups) else None)
         optimizer = build_optimizer(groups, self.derived.peak_lr, oc.betas, oc.eps)
         scheduler = build_scheduler(optimizer, self.derived.warmup_steps, self.derived.total_steps,
                                     oc.schedule, oc.min_lr_ratio)

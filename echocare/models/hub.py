@@ -2,7 +2,7 @@
 
 ``load_backbone(path)`` accepts
 
-* an echocare export (``echocare export`` / :func:`echocare.engine.export.export_encoder`): safetensors
+* an echocare export (``echocare export`` / :func:`echocare.jobs.export.export_encoder`): safetensors
   whose metadata carries ``format`` (``echocare-encoder`` or ``echocare-full``), ``architecture`` and
   ``model_args``;
 * a stock timm Swin state dict (``.safetensors``, or ``.pth``/``.bin``/``.pt`` read with

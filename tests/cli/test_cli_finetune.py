@@ -91,7 +91,7 @@ def test_protocol_two_fractions_two_seeds(work):
 def test_prepare_data_val_root_kfold_and_fraction(work):
     from echocare.config import load_config
     from echocare.config.finetune import FinetuneConfig
-    from echocare.engine.finetune import prepare_data
+    from echocare.jobs.finetune import prepare_data
 
     base = [f"data.root={work / 'cls'}", r"data.group_regex=(patient\d+)"]
     folds = [prepare_data(load_config(FinetuneConfig, None, [*base, f"data.fold={k}", "data.num_folds=3"]))

@@ -158,7 +158,7 @@ def test_deepspeed_zero2_two_processes(shards, tmp_path):
     weights = load_file(tmp_path / "checkpoints" / "step-00000003" / "model.safetensors")
     assert weights and all(t.dtype == torch.float32 for t in weights.values())  # consolidated fp32 masters
     # the DeepSpeed run directory exports like any other, and the export loads as a backbone
-    from echocare.engine.export import export_encoder
+    from echocare.jobs.export import export_encoder
 
     enc = export_encoder(tmp_path, tmp_path / "encoder.safetensors")
     backbone = echocare.load_backbone(enc)

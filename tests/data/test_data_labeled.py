@@ -8,6 +8,8 @@ import torch
 from PIL import Image
 
 from echocare.data.labeled import EpochLoader, LabeledDataset, ScanOptions, scan_dataset
+from echocare.data.labeled import readers as R
+from echocare.data.labeled import scan as S
 
 
 def _png(path, h=40, w=60, value=None, seed=0):
@@ -24,11 +26,11 @@ def test_class_folders_skip_bad_files_and_load_gray_unit_range(tmp_path):
     (tmp_path / "benign" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     (tmp_path / "malignant" / "notes.txt").write_text("x")
     Image.fromarray(np.full((30, 30, 3), 200, np.uint8)).save(tmp_path / "malignant" / "rgb.jpg")
-    s = scan_dataset("classification", tmp_path)
+    s = scan_dataset(S.scan_classification, tmp_path)
     assert s.class_names == ["benign", "malignant"] and s.num_outputs == 2
     assert len(s.records) == 7
     assert s.skips.by_reason() == {"corrupt-image": 1, "unsupported-suffix": 1}
-    ds = LabeledDataset(s.records, "classification", 32)
+    ds = LabeledDataset(s.records, R.read_class, 32)
     item = ds[[r.path for r in s.records].index("malignant/rgb.jpg")]
     assert item["image"].shape == (1, 32, 32) and item["label"].item() == 1
     assert torch.allclose(item["image"], torch.full_like(item["image"], 200 / 255), atol=1e-3)
@@ -39,11 +41,11 @@ def test_classification_csv_with_groups_and_unknown_class(tmp_path):
         _png(tmp_path / "images" / f"img{i}.png")
     (tmp_path / "labels.csv").write_text(
         "image,label,patient\nimg0.png,0,A\nimg1.png,1,A\nimg2.png,1,B\nimg3.png,7,B\nmissing.png,0,C\n,1,D\n")
-    s = scan_dataset("classification", tmp_path, ScanOptions(classes=["0", "1"]))
+    s = scan_dataset(S.scan_classification, tmp_path, ScanOptions(classes=["0", "1"]))
     assert [r.target for r in s.records] == [0, 1, 1]
     assert [r.group for r in s.records] == ["A", "A", "B"]
     assert s.skips.by_reason() == {"unknown-class": 1, "missing-file": 1, "empty-field": 1}
-    s2 = scan_dataset("classification", tmp_path / "labels.csv")  # the CSV itself as root
+    s2 = scan_dataset(S.scan_classification, tmp_path / "labels.csv")  # the CSV itself as root
     assert s2.class_names == ["0", "1", "7"]
 
 
@@ -55,15 +57,15 @@ def test_segmentation_masks_nearest_and_flip(tmp_path):
     _png(tmp_path / "masks" / "a.png", value=mask)
     _png(tmp_path / "images" / "b.png")  # no mask
     _png(tmp_path / "masks" / "c.png", value=mask)  # no image
-    s = scan_dataset("segmentation", tmp_path)
+    s = scan_dataset(S.scan_segmentation, tmp_path)
     assert s.num_outputs == 3 and len(s.records) == 1
     assert s.skips.by_reason() == {"no-mask": 1, "mask-without-image": 1}
-    item = LabeledDataset(s.records, "segmentation", 32)[0]
+    item = LabeledDataset(s.records, R.read_mask, 32)[0]
     assert item["mask"].dtype == torch.long and set(item["mask"].unique().tolist()) == {0, 1, 2}
-    flipped = LabeledDataset(s.records, "segmentation", 32, augment=True, hflip=1.0, intensity=0.0)[0]
+    flipped = LabeledDataset(s.records, R.read_mask, 32, augment=True, hflip=1.0, intensity=0.0)[0]
     assert torch.equal(flipped["mask"], item["mask"].flip(-1))
     with pytest.raises(ValueError, match="no usable"):
-        scan_dataset("segmentation", tmp_path, ScanOptions(num_classes=2))  # value 2 out of range -> skipped
+        scan_dataset(S.scan_segmentation, tmp_path, ScanOptions(num_classes=2))  # value 2 out of range -> skipped
 
 
 def test_coco_detection_boxes_scaled_and_flipped(tmp_path):
@@ -77,15 +79,15 @@ def test_coco_detection_boxes_scaled_and_flipped(tmp_path):
                             {"id": 2, "image_id": 1, "category_id": 5, "bbox": [0, 0, -1, 5]},
                             {"id": 3, "image_id": 1, "category_id": 4, "bbox": [0, 0, 5, 5]}]}
     (tmp_path / "annotations.json").write_text(json.dumps(coco))
-    s = scan_dataset("detection", tmp_path)
+    s = scan_dataset(S.scan_detection, tmp_path)
     assert s.class_names == ["heart", "thorax"] and len(s.records) == 2
     assert s.skips.by_reason() == {"missing-file": 1, "bad-bbox": 1, "unknown-category": 1}
-    a = LabeledDataset(s.records, "detection", 64)[0]
+    a = LabeledDataset(s.records, R.read_boxes, 64)[0]
     assert torch.allclose(a["boxes"], torch.tensor([[6.4, 6.4, 38.4, 38.4]]))
     assert a["labels"].tolist() == [1] and torch.allclose(a["scale"], torch.tensor([200 / 64, 100 / 64]))
-    f = LabeledDataset(s.records, "detection", 64, augment=True, hflip=1.0, intensity=0.0)[0]
+    f = LabeledDataset(s.records, R.read_boxes, 64, augment=True, hflip=1.0, intensity=0.0)[0]
     assert torch.allclose(f["boxes"], torch.tensor([[64 - 38.4, 6.4, 64 - 6.4, 38.4]]))
-    batch = next(iter(EpochLoader(LabeledDataset(s.records, "detection", 64), 2, shuffle=False)))
+    batch = next(iter(EpochLoader(LabeledDataset(s.records, R.read_boxes, 64), 2, shuffle=False)))
     assert isinstance(batch["boxes"], list) and batch["image"].shape == (2, 1, 64, 64)
 
 
@@ -93,17 +95,17 @@ def test_landmark_and_regression_csv(tmp_path):
     _png(tmp_path / "a.png", h=50, w=100)
     _png(tmp_path / "b.png", h=50, w=100)
     (tmp_path / "lm.csv").write_text("image,x1,y1,x2,y2\na.png,10,20,99,49\nb.png,5,5,,\nc.png,1,1,1,1\n")
-    s = scan_dataset("landmarks", tmp_path, ScanOptions(csv="lm.csv"))
+    s = scan_dataset(S.scan_landmarks, tmp_path, ScanOptions(csv="lm.csv"))
     assert s.num_outputs == 2 and len(s.records) == 2 and s.skips.by_reason() == {"missing-file": 1}
-    ds = LabeledDataset(s.records, "landmarks", 50, augment=True, hflip=1.0)
+    ds = LabeledDataset(s.records, R.read_points, 50, augment=True, hflip=1.0, hflip_safe=False)
     assert ds.hflip == 0.0  # not label-safe
     a, b = ds[0], ds[1]
     assert torch.allclose(a["points"][1], torch.tensor([(99.5) / 2 - 0.5, 49.0]))
     assert b["visible"].tolist() == [1.0, 0.0]
     (tmp_path / "ef.csv").write_text("image,value\na.png,55.5\nb.png,oops\n")
-    r = scan_dataset("regression", tmp_path, ScanOptions(csv="ef.csv"))
+    r = scan_dataset(S.scan_regression, tmp_path, ScanOptions(csv="ef.csv"))
     assert r.num_outputs == 1 and r.records[0].target == [55.5] and r.skips.by_reason() == {"not-a-number": 1}
-    assert LabeledDataset(r.records, "regression", 32)[0]["value"].tolist() == [55.5]
+    assert LabeledDataset(r.records, R.read_values, 32)[0]["value"].tolist() == [55.5]
 
 
 def _mp4(path, frames, size=32):
@@ -128,12 +130,12 @@ def test_video_class_folders_mp4_and_frame_folders(tmp_path):
     for i in range(5):
         _png(tmp_path / "abnormal" / "case7" / f"{i:03d}.png", h=20, w=20, value=np.full((20, 20), i * 40, np.uint8))
     (tmp_path / "abnormal" / "bad.avi").write_bytes(b"not a video")
-    s = scan_dataset("video", tmp_path, ScanOptions(clip_len=4))
+    s = scan_dataset(S.scan_video, tmp_path, ScanOptions(clip_len=4))
     assert s.temporal and s.class_names == ["abnormal", "normal"]
     assert [(r.path, r.extra["start"]) for r in s.records] == [("abnormal/case7", 0), ("normal/v1.mp4", 0),
                                                                ("normal/v1.mp4", 4)]
     assert s.skips.by_reason() == {"not-a-video": 1, "video-shorter-than-clip": 1}
-    ds = LabeledDataset(s.records, "video", 32, clip_len=4)
+    ds = LabeledDataset(s.records, R.read_clip, 32, clip_len=4)
     clip = ds[0]["image"]
     assert clip.shape == (4, 1, 32, 32)
     assert torch.allclose(clip[:, 0, 5, 5], torch.tensor([0, 40, 80, 120]) / 255, atol=1e-3)
@@ -144,8 +146,8 @@ def test_video_class_folders_mp4_and_frame_folders(tmp_path):
 def test_epoch_loader_resumes_exactly(tmp_path):
     for i in range(10):
         _png(tmp_path / "c" / f"{i}.png", h=8, w=8, value=np.full((8, 8), i * 20, np.uint8))
-    s = scan_dataset("classification", tmp_path)
-    ds = LabeledDataset(s.records, "classification", 8)
+    s = scan_dataset(S.scan_classification, tmp_path)
+    ds = LabeledDataset(s.records, R.read_class, 8)
     full = EpochLoader(ds, 3, seed=1)
     order = [b["index"].tolist() for _ in range(2) for b in full]
     part = EpochLoader(ds, 3, seed=1)

@@ -16,7 +16,8 @@ from echocare.tasks.finetune import (
     load_finetuned,
     save_finetuned,
 )
-from echocare.tasks.finetune_eval import compute_metrics, headline
+from echocare.engine.optim import build_param_groups
+from echocare.tasks.finetune.evaluation import compute_metrics, headline
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +46,17 @@ def test_init_from_export_keeps_weights_and_random_differs(exported):
 def test_layer_decay_groups_and_linear_probe(exported):
     bb = build_backbone(str(exported[0]), "echocare_swin_debug", 64)
     model = build_finetune_model(bb, "classification", head_arguments("classification", 3, False))
-    groups = FinetuneTask(model, layer_decay=0.5).param_groups(0.05)
-    scale = {n: g["lr_scale"] for g in groups for n in g["names"]}
+    task = FinetuneTask(model, layer_decay=0.5)
+    groups = build_param_groups(task, 0.05, lr_groups=task.lr_groups())  # what the trainer builds
+    scale = {n.removeprefix("model."): g["lr_scale"] for g in groups for n in g["names"]}
     assert scale["head.fc.weight"] == 1.0
     assert scale["backbone.patch_embed.proj.weight"] < scale["backbone.layers.0.blocks.0.mlp.fc1.weight"] \
         < scale["backbone.layers.3.blocks.0.mlp.fc1.weight"] < 1.0
-    wd = {n: g["weight_decay"] for g in groups for n in g["names"]}
+    wd = {n.removeprefix("model."): g["weight_decay"] for g in groups for n in g["names"]}
     assert wd["head.fc.bias"] == 0.0 and wd["head.fc.weight"] == 0.05
+    # one no-weight-decay rule with pretraining: position tables and norms are not decayed
+    assert wd["backbone.layers.0.blocks.0.attn.relative_position_bias_table"] == 0.0
+    assert wd["backbone.norm.weight"] == 0.0 and wd["backbone.layers.0.blocks.0.mlp.fc1.weight"] == 0.05
     assert "backbone.mask_token" not in scale
     # the deepest block (and the final norm) get layer_decay ** 1, the patch embedding layer_decay ** n
     assert scale["backbone.layers.3.blocks.0.mlp.fc1.weight"] == 0.5
@@ -60,8 +65,8 @@ def test_layer_decay_groups_and_linear_probe(exported):
     assert scale["backbone.patch_embed.proj.weight"] == 0.5 ** (n_blocks + 1)
     probe = build_finetune_model(build_backbone("random", "echocare_swin_debug", 64), "classification",
                                  head_arguments("classification", 3, False), linear_probe=True)
-    names = [n for g in FinetuneTask(probe).param_groups(0.05) for n in g["names"]]
-    assert names and all(n.startswith("head.") for n in names)
+    names = [n for g in FinetuneTask(probe).lr_groups() for n in g["names"]]
+    assert names and all(n.startswith("model.head.") for n in names)
 
 
 def test_task_loss_backward_and_save_load_roundtrip(exported, tmp_path):

@@ -1,16 +1,19 @@
-"""Find the labeled items of a dataset root in the format users already have, per task.
+"""Find the labeled items of a dataset root in the format users already have: one scanner per layout.
+
+Each ``scan_<kind>(root, opts, skips) -> Scanned`` function reads one layout; fine-tuning tasks name
+theirs in the task registry (:mod:`echocare.tasks.registry`) and :func:`scan_dataset` runs it.
 
 =========================  ==========================================================================
-task                       accepted layouts (``root`` = ``data.root``)
+scanner                    accepted layouts (``root`` = ``data.root``)
 =========================  ==========================================================================
-classification             ``root/<class>/**/*.png`` class folders, or a CSV ``image,label[,group]``
+scan_classification        ``root/<class>/**/*.png`` class folders, or a CSV ``image,label[,group]``
                            (``root`` is the CSV, or ``data.csv``, or ``root/labels.csv``)
-segmentation               ``root/images/X.*`` + ``root/masks/X.*`` (same stem; mask values = class ids)
-detection                  COCO JSON (``data.annotations`` or ``root/annotations.json``); files under
+scan_segmentation          ``root/images/X.*`` + ``root/masks/X.*`` (same stem; mask values = class ids)
+scan_detection             COCO JSON (``data.annotations`` or ``root/annotations.json``); files under
                            ``root`` or ``root/images``
-landmarks                  CSV ``image,x1,y1,x2,y2,...`` (empty cell = landmark not visible)
-regression                 CSV ``image|video,value`` (frame folders / videos give temporal inputs)
-video                      class folders of videos (.mp4/.avi/..., PyAV) or of frame folders, or a CSV
+scan_landmarks             CSV ``image,x1,y1,x2,y2,...`` (empty cell = landmark not visible)
+scan_regression            CSV ``image|video,value`` (frame folders / videos give temporal inputs)
+scan_video                 class folders of videos (.mp4/.avi/..., PyAV) or of frame folders, or a CSV
                            ``video,label[,group]``
 =========================  ==========================================================================
 
@@ -24,25 +27,30 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from echocare.data.labeled.media import count_frames, load_mask
 from echocare.data.labeled.records import (
     IMAGE_SUFFIXES,
+    PATH_COLUMNS,
     Record,
     SkipReport,
     class_folders,
     class_index,
+    is_video_file,
     label_table,
     load_coco,
     numeric_table,
+    pick_column,
+    read_csv,
+    resolve_item,
 )
 from echocare.data.sources import SourceError
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("classification", "segmentation", "detection", "landmarks", "regression", "video")
-
-__all__ = ["TASKS", "LabeledSet", "ScanOptions", "scan_dataset"]
+__all__ = ["LabeledSet", "ScanOptions", "Scanned", "Scanner", "scan_classification", "scan_dataset", "scan_detection",
+           "scan_landmarks", "scan_regression", "scan_segmentation", "scan_video"]
 
 
 @dataclass
@@ -199,75 +207,126 @@ def _videos(records: list[Record], opts: ScanOptions, skips: SkipReport, clips: 
     return out
 
 
-def scan_dataset(task: str, root: str | Path, opts: ScanOptions | None = None) -> LabeledSet:
-    """Scan ``root`` for ``task`` (see the module table for layouts).
+@dataclass
+class Scanned:
+    """What a per-task scanner found (before the generic checks of :func:`scan_dataset`).
+
+    Attributes:
+        root: Base folder the records' paths are relative to.
+        records: Items found.
+        class_names: Output names (classes, landmarks, regressed columns).
+        num_outputs: Classes / landmarks / values the head must produce.
+        temporal: Items are frame sequences (image headers are then not verified).
+        verified: The scanner already verified the image files (it needed them before its own checks).
+    """
+
+    root: Path
+    records: list[Record]
+    class_names: list[str]
+    num_outputs: int
+    temporal: bool = False
+    verified: bool = False
+
+
+Scanner = Callable[[Path, ScanOptions, SkipReport], Scanned]
+
+
+def scan_classification(root: Path, opts: ScanOptions, skips: SkipReport) -> Scanned:
+    """Class folders of images, or a CSV ``image,label[,group]``."""
+    base, records, names = _classification(root, opts, skips, video=False)
+    return Scanned(base, records, names, len(names))
+
+
+def scan_video(root: Path, opts: ScanOptions, skips: SkipReport) -> Scanned:
+    """Class folders (or a CSV) of videos / frame folders, expanded into clips of ``clip_len`` frames."""
+    base, records, names = _classification(root, opts, skips, video=True)
+    return Scanned(base, _videos(records, opts, skips, clips=True), names, len(names), temporal=True)
+
+
+def scan_segmentation(root: Path, opts: ScanOptions, skips: SkipReport) -> Scanned:
+    """``images/`` + ``masks/`` with the same stems; masks decoded and range-checked."""
+    records = _segmentation(root, opts, skips)
+    if opts.verify:
+        records = _verify_images(records, skips)
+    records, num = _check_masks(records, opts.num_classes, skips)
+    names = list(opts.classes) if opts.classes else ["background"] + [str(c) for c in range(1, num)]
+    if len(names) != num:
+        raise ValueError(f"data.classes names {len(names)} classes but there are {num} (incl. background)")
+    return Scanned(root, records, names, num, verified=True)
+
+
+def scan_detection(root: Path, opts: ScanOptions, skips: SkipReport) -> Scanned:
+    """A COCO JSON (``data.annotations`` or ``root/annotations.json``)."""
+    ann = Path(opts.annotations) if opts.annotations else root / "annotations.json"
+    ann = ann if ann.is_absolute() else root / ann
+    if not ann.is_file():
+        raise FileNotFoundError(f"detection needs a COCO JSON: {ann} not found (set data.annotations)")
+    records, names = load_coco(ann, root, skips)
+    return Scanned(root, records, names, len(names))
+
+
+def _value_csv(root: Path, opts: ScanOptions, skips: SkipReport, what: str, allow_nan: bool, allow_video: bool):
+    csv = _csv_path(root, opts, "labels.csv")
+    if csv is None:
+        raise FileNotFoundError(f"{what} needs a CSV: {root} is not a .csv and has no labels.csv (set data.csv)")
+    base = csv.parent if root.is_file() else root
+    video = allow_video and _first_is_video(csv, base, opts)
+    records, cols = numeric_table(csv, base, opts.path_column, opts.group_column, opts.value_columns or None,
+                                  skips, video=video, allow_nan=allow_nan)
+    return csv, base, records, cols, video
+
+
+def scan_landmarks(root: Path, opts: ScanOptions, skips: SkipReport) -> Scanned:
+    """A CSV ``image,x1,y1,x2,y2,...`` (an empty cell = landmark not visible)."""
+    csv, base, records, cols, _ = _value_csv(root, opts, skips, "landmarks", allow_nan=True, allow_video=False)
+    if len(cols) % 2:
+        raise ValueError(f"{csv}: landmark CSV needs x,y column pairs, got {len(cols)} value columns {cols}")
+    records = [Record(r.path, [[r.target[i], r.target[i + 1]] for i in range(0, len(r.target), 2)],
+                      r.root, r.group) for r in records]
+    names = [re.sub(r"^[xX][_ ]?|[_ ]?[xX]$", "", c) or str(i) for i, c in enumerate(cols[0::2])]
+    return Scanned(base, records, names, len(cols) // 2)
+
+
+def scan_regression(root: Path, opts: ScanOptions, skips: SkipReport) -> Scanned:
+    """A CSV ``image|video,value[,...]``; videos / frame folders give temporal items."""
+    _, base, records, cols, video = _value_csv(root, opts, skips, "regression", allow_nan=False, allow_video=True)
+    if video:
+        return Scanned(base, _videos(records, opts, skips, clips=False), cols, len(cols), temporal=True)
+    return Scanned(base, records, cols, len(cols))
+
+
+def scan_dataset(scanner: Scanner, root: str | Path, opts: ScanOptions | None = None, name: str = "") -> LabeledSet:
+    """Scan ``root`` with a per-task ``scanner`` (e.g. :func:`scan_classification`), then check every file.
+
+    Args:
+        scanner: The task's scanner (a fine-tuning task names its own in the task registry).
+        root: Dataset root (folder, or the CSV itself for CSV formats).
+        opts: Format options.
+        name: Task name recorded in the result and in messages.
 
     Raises:
-        ValueError: unknown task, unreadable annotation file, or no usable item at all.
+        ValueError: unreadable annotation file, or no usable item at all.
         FileNotFoundError: ``root`` (or a required sub-folder / annotation file) is missing.
     """
     opts = opts or ScanOptions()
     root = Path(root).expanduser()
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose from {list(TASKS)}")
     if not root.exists():
         raise FileNotFoundError(f"data root {root} does not exist")
     skips = SkipReport()
-    temporal = False
-    if task in ("classification", "video"):
-        root, records, names = _classification(root, opts, skips, video=task == "video")
-        num = len(names)
-        if task == "video":
-            records, temporal = _videos(records, opts, skips, clips=True), True
-    elif task == "segmentation":
-        records = _segmentation(root, opts, skips)
-        names = []
-    elif task == "detection":
-        ann = Path(opts.annotations) if opts.annotations else root / "annotations.json"
-        ann = ann if ann.is_absolute() else root / ann
-        if not ann.is_file():
-            raise FileNotFoundError(f"detection needs a COCO JSON: {ann} not found (set data.annotations)")
-        records, names = load_coco(ann, root, skips)
-        num = len(names)
-    else:
-        csv = _csv_path(root, opts, "labels.csv")
-        if csv is None:
-            raise FileNotFoundError(f"{task} needs a CSV: {root} is not a .csv and has no labels.csv "
-                                    "(set data.csv)")
-        base = csv.parent if root.is_file() else root
-        video = task == "regression" and _first_is_video(csv, base, opts)
-        records, cols = numeric_table(csv, base, opts.path_column, opts.group_column, opts.value_columns or None,
-                                      skips, video=video, allow_nan=task == "landmarks")
-        root = base
-        if task == "landmarks":
-            if len(cols) % 2:
-                raise ValueError(f"{csv}: landmark CSV needs x,y column pairs, got {len(cols)} value columns {cols}")
-            records = [Record(r.path, [[r.target[i], r.target[i + 1]] for i in range(0, len(r.target), 2)],
-                              r.root, r.group) for r in records]
-            names = [re.sub(r"^[xX][_ ]?|[_ ]?[xX]$", "", c) or str(i) for i, c in enumerate(cols[0::2])]
-            num = len(cols) // 2
-        else:
-            names, num = cols, len(cols)
-            if video:
-                records, temporal = _videos(records, opts, skips, clips=False), True
-    if opts.verify and not temporal:
+    found = scanner(root, opts, skips)
+    records = found.records
+    if opts.verify and not found.temporal and not found.verified:
         records = _verify_images(records, skips)
-    if task == "segmentation":
-        records, num = _check_masks(records, opts.num_classes, skips)
-        names = list(opts.classes) if opts.classes else ["background"] + [str(c) for c in range(1, num)]
-        if len(names) != num:
-            raise ValueError(f"data.classes names {len(names)} classes but there are {num} (incl. background)")
     if not records:
-        raise ValueError(f"{root}: no usable {task} items ({skips.count} skipped: {skips.by_reason()})")
-    logger.info("%s data %s: %d items, %d outputs, %d skipped %s", task, root, len(records), num, skips.count,
-                skips.by_reason() or "")
-    return LabeledSet(task, root, records, names, num, temporal, skips)
+        raise ValueError(f"{found.root}: no usable {name or 'labeled'} items ({skips.count} skipped: "
+                         f"{skips.by_reason()})")
+    logger.info("%s data %s: %d items, %d outputs, %d skipped %s", name or "labeled", found.root, len(records),
+                found.num_outputs, skips.count, skips.by_reason() or "")
+    return LabeledSet(name, found.root, records, found.class_names, found.num_outputs, found.temporal, skips)
 
 
 def _first_is_video(csv: Path, base: Path, opts: ScanOptions) -> bool:
     """Whether a regression CSV names videos / frame folders (decided by its first row)."""
-    from echocare.data.labeled.records import PATH_COLUMNS, is_video_file, pick_column, read_csv, resolve_item
-
     header, rows = read_csv(csv)
     col = pick_column(header, opts.path_column, PATH_COLUMNS, "image/video path", csv)
     for row in rows:

@@ -15,7 +15,11 @@ import logging
 from pathlib import Path
 
 from echocare.config import ConfigError, PretrainConfig
+from echocare.data.loader import PretrainStream, make_pretrain_loader
 from echocare.engine.trainer import FitResult, Trainer
+from echocare.models import create_model
+from echocare.ontology import Ontology, load_ontology
+from echocare.tasks.pretrain import PretrainTask
 
 logger = logging.getLogger(__name__)
 
@@ -32,16 +36,12 @@ def _dataset_weights(spec: str | None):
     return weights
 
 
-def build_pretrain_task(cfg: PretrainConfig):
+def build_pretrain_task(cfg: PretrainConfig) -> tuple[PretrainTask, Ontology | None]:
     """Build the ontology (or None when ``model.hie_weight == 0``) and the wrapped pretraining model.
 
     Returns:
         ``(task, ontology)``.
     """
-    from echocare.models import create_model
-    from echocare.ontology import load_ontology
-    from echocare.tasks.pretrain import PretrainTask
-
     m = cfg.model
     onto = load_ontology(m.ontology) if m.hie_weight > 0 else None
     model = create_model(
@@ -54,10 +54,8 @@ def build_pretrain_task(cfg: PretrainConfig):
     return PretrainTask(model), onto
 
 
-def build_pretrain_loader(cfg: PretrainConfig, ontology, rank: int, world_size: int):
+def build_pretrain_loader(cfg: PretrainConfig, ontology: Ontology | None, rank: int, world_size: int):
     """The resumable pretraining loader of this process (see :mod:`echocare.data.loader`)."""
-    from echocare.data.loader import PretrainStream, make_pretrain_loader
-
     d, m = cfg.data, cfg.model
     stream = PretrainStream(
         d.shards, ontology=ontology, img_size=m.img_size, patch_size=m.patch_size,

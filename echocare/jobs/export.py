@@ -34,6 +34,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
+from echocare import __version__
 from echocare.engine.checkpoint import is_complete
 from echocare.models.encoder import EchoCareSwin
 from echocare.models.hub import (
@@ -162,12 +163,6 @@ def _check_stock_timm(encoder: EchoCareSwin, tensors: dict[str, torch.Tensor]) -
     stock.load_state_dict(tensors, strict=True)
 
 
-def _version() -> str:
-    from echocare import __version__
-
-    return __version__
-
-
 def export_encoder(src: str | Path, out: str | Path, full: bool = False) -> Path:
     """Export the encoder (default) or the whole pretraining model of a run to safetensors.
 
@@ -214,7 +209,7 @@ def export_encoder(src: str | Path, out: str | Path, full: bool = False) -> Path
         "config": json.dumps(config, sort_keys=True, default=str),
         "ontology": json.dumps(names),
         "ontology_hash": onto_hash,
-        "echocare_version": _version(),
+        "echocare_version": __version__,
         "source": str(weights),
     }
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""echocare.engine.export: run dir / checkpoint -> safetensors that stock timm loads without echocare."""
+"""echocare.jobs.export: run dir / checkpoint -> safetensors that stock timm loads without echocare."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 import echocare
-from echocare.engine.export import export_encoder, resolve_checkpoint
+from echocare.jobs.export import export_encoder, resolve_checkpoint
 from echocare.models import create_model
 
 MODEL = {"name": "echocare_swin_debug", "img_size": 64, "patch_size": 4, "window_size": 4, "in_chans": 1,

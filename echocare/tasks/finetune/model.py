@@ -1,8 +1,9 @@
 """Fine-tuning objective: backbone + task head as an engine task, model building and saving.
 
 * :func:`build_backbone` — an encoder from an echocare export, a stock timm Swin checkpoint, or random.
-* :func:`build_finetune_model` — backbone + the head of a task (``echocare.models.heads``).
-* :class:`FinetuneTask` — ``forward(batch) -> {"loss", "logs"}`` with layer-wise lr decay groups.
+* :func:`build_finetune_model` — backbone + the head of a registered task (``echocare.models.heads``).
+* :class:`FinetuneTask` — ``forward(batch) -> {"loss", "logs"}`` with layer-wise lr scales (the engine
+  applies its one no-weight-decay rule inside each scale).
 * :func:`save_finetuned` / :func:`load_finetuned` — one ``.safetensors`` with the whole model and the
   metadata needed to rebuild it (architecture, head, class names, task config).
 """
@@ -15,15 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from timm.models import group_parameters
 from torch import nn
 
+from echocare.models import create_encoder
+from echocare.models.encoder import EchoCareSwin
 from echocare.models.heads import FinetuneModel, create_head
+from echocare.models.hub import load_backbone
+from echocare.tasks.registry import get_task
+from echocare.tasks.spec import TaskSpec
 
 logger = logging.getLogger(__name__)
 
 FINETUNE_FORMAT = "echocare-finetune"
-HEAD_OF_TASK = {"classification": "classification", "segmentation": "segmentation", "detection": "detection",
-                "landmarks": "landmarks", "regression": "regression", "video": "video_classification"}
 
 __all__ = ["FINETUNE_FORMAT", "FinetuneTask", "build_backbone", "build_finetune_model", "head_arguments",
            "layer_decay_groups", "load_finetuned", "save_finetuned"]
@@ -43,8 +50,6 @@ def build_backbone(init: str, name: str, img_size: int, patch_size: int = 4, win
     Raises:
         FileNotFoundError: ``init`` is neither ``random`` nor an existing file.
     """
-    from echocare.models import create_encoder
-
     if init == "random":
         logger.info("backbone: random %s (baseline, no pretrained weights)", name)
         return create_encoder(name, img_size=img_size, patch_size=patch_size, window_size=window_size,
@@ -52,47 +57,44 @@ def build_backbone(init: str, name: str, img_size: int, patch_size: int = 4, win
     if not Path(init).is_file():
         raise FileNotFoundError(f"model.init: {init} is not a file (give an exported .safetensors, a timm Swin "
                                 "checkpoint, or 'random')")
-    from echocare.models.hub import load_backbone
-
     return load_backbone(init, img_size=img_size, drop_path_rate=drop_path_rate)
 
 
-def head_arguments(task: str, num_outputs: int, temporal: bool, extra: dict | None = None) -> dict[str, Any]:
-    """Constructor arguments of the task's head (``extra`` = ``model.head`` overrides)."""
-    args: dict[str, Any]
-    if task in ("classification", "video", "detection", "segmentation"):
-        args = {"num_classes": num_outputs}
-    elif task == "landmarks":
-        args = {"num_landmarks": num_outputs}
-    elif task == "regression":
-        args = {"num_outputs": num_outputs, "temporal": temporal}
-    else:
-        raise ValueError(f"unknown task {task!r}; choose from {sorted(HEAD_OF_TASK)}")
-    if task == "segmentation":
-        args["in_chans"] = 1
+def head_arguments(task: str | TaskSpec, num_outputs: int, temporal: bool, extra: dict | None = None,
+                   targets: list | None = None) -> dict[str, Any]:
+    """Constructor arguments of the task's head.
+
+    Args:
+        task: Registered task name (or its entry).
+        num_outputs: Classes / landmarks / values of the scanned data.
+        temporal: Items are frame sequences.
+        extra: ``model.head`` overrides, applied last.
+        targets: Training targets (regression standardises with their mean and std).
+    """
+    args = get_task(task).head_args(num_outputs, temporal, list(targets or []))
     args.update(extra or {})
     return args
 
 
-def build_finetune_model(backbone: nn.Module, task: str, head_args: dict[str, Any], feature_norm: bool = True,
-                         linear_probe: bool = False) -> FinetuneModel:
-    """Backbone + head for ``task`` (``linear_probe`` freezes the backbone)."""
-    if task not in HEAD_OF_TASK:
-        raise ValueError(f"unknown task {task!r}; choose from {sorted(HEAD_OF_TASK)}")
-    head = create_head(HEAD_OF_TASK[task], backbone.feature_info, **head_args)
+def build_finetune_model(backbone: nn.Module, task: str | TaskSpec, head_args: dict[str, Any],
+                         feature_norm: bool = True, linear_probe: bool = False) -> FinetuneModel:
+    """Backbone + the head of ``task`` (``linear_probe`` freezes the backbone)."""
+    head = create_head(get_task(task).head, backbone.feature_info, **head_args)
     if hasattr(backbone, "mask_token"):
         backbone.mask_token.requires_grad_(False)  # unused in fine-tuning (and DDP rejects unused params)
     return FinetuneModel(backbone, head, feature_norm=feature_norm, freeze_backbone=linear_probe)
 
 
-def layer_decay_groups(model: FinetuneModel, weight_decay: float, layer_decay: float) -> list[dict]:
-    """Optimizer groups: backbone layer ``i`` of ``n`` gets ``lr_scale = layer_decay ** (n - i)``, the head 1.
+def layer_decay_groups(model: FinetuneModel, layer_decay: float, prefix: str = "") -> list[dict]:
+    """Lr groups: backbone layer ``i`` of ``n`` gets ``lr_scale = layer_decay ** (n - i)``, the head 1.
 
     Layers come from the backbone's timm ``group_matcher(coarse=False)`` (patch embedding = 0, one id
-    per block, ...). Within each scale, norms, biases, position tables and tokens get no weight decay.
-    """
-    from timm.models import group_parameters
+    per block, ...). Weight decay is not decided here: the engine splits every group with its one
+    no-weight-decay rule (:func:`echocare.engine.optim.is_no_weight_decay`).
 
+    Returns:
+        ``[{"params", "names" (with ``prefix``), "lr_scale"}]`` over the trainable parameters.
+    """
     backbone = model.backbone
     layer_of: dict[str, int] = {}
     if layer_decay < 1.0 and hasattr(backbone, "group_matcher"):
@@ -104,18 +106,15 @@ def layer_decay_groups(model: FinetuneModel, weight_decay: float, layer_decay: f
                 if n in trainable:
                     layer_of[f"backbone.{n}"] = int(layer)
     n_layers = max(layer_of.values(), default=0) + 1
-    skip = {f"backbone.{n}" for n in getattr(backbone, "no_weight_decay", lambda: set())()}
-    groups: dict[tuple[float, bool], dict] = {}
+    groups: dict[float, dict] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         scale = layer_decay ** (n_layers - layer_of[name]) if name in layer_of else 1.0
-        decay = not (p.ndim <= 1 or name in skip or name.endswith("token"))
-        g = groups.setdefault((scale, decay), {"params": [], "names": [], "lr_scale": scale,
-                                               "weight_decay": weight_decay if decay else 0.0})
+        g = groups.setdefault(scale, {"params": [], "names": [], "lr_scale": scale})
         g["params"].append(p)
-        g["names"].append(name)
-    logger.info("optimizer: %d groups, layer decay %.3g over %d backbone layers", len(groups), layer_decay, n_layers)
+        g["names"].append(prefix + name)
+    logger.info("lr groups: %d scales, layer decay %.3g over %d backbone layers", len(groups), layer_decay, n_layers)
     return list(groups.values())
 
 
@@ -138,9 +137,9 @@ class FinetuneTask(nn.Module):
         res = self.model.loss(out, batch)
         return {"loss": res["loss"], "logs": res.get("logs", {})}
 
-    def param_groups(self, weight_decay: float) -> list[dict]:
-        """Layer-decayed groups (see :func:`layer_decay_groups`)."""
-        return layer_decay_groups(self.model, weight_decay, self.layer_decay)
+    def lr_groups(self) -> list[dict]:
+        """Layer-decayed lr groups, names as in ``self.named_parameters()`` (see :func:`layer_decay_groups`)."""
+        return layer_decay_groups(self.model, self.layer_decay, prefix="model.")
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Activation checkpointing in the backbone."""
@@ -155,8 +154,6 @@ def save_finetuned(model: FinetuneModel, path: str | Path, metadata: dict[str, A
         path: Output file.
         metadata: JSON-able dict; must hold ``task`` and ``head_args`` (stored as JSON strings).
     """
-    from safetensors.torch import save_file
-
     backbone = model.backbone
     meta = {"format": FINETUNE_FORMAT, "architecture": backbone.timm_architecture,
             "model_args": json.dumps(backbone.timm_kwargs)}
@@ -176,10 +173,6 @@ def load_finetuned(path: str | Path) -> tuple[FinetuneModel, dict[str, Any]]:
     Raises:
         ValueError: not an echocare fine-tuned model file, or weights that do not fit.
     """
-    from safetensors import safe_open
-
-    from echocare.models.encoder import EchoCareSwin
-
     path = Path(path)
     with safe_open(str(path), framework="pt") as f:
         raw = dict(f.metadata() or {})

@@ -1,0 +1,84 @@
+"""What a fine-tuning task is: one :class:`TaskSpec` entry in the task registry.
+
+A task bundles everything that differs between fine-tuning tasks, so the jobs, the dataset and the
+evaluation code stay generic (none of them compares task names):
+
+* ``head`` / ``head_args``: which head of :func:`echocare.models.heads.create_head` and its arguments;
+* ``scan`` / ``read``: how to find the items of a dataset root and how to load one
+  (:mod:`echocare.data.labeled.scan`, :mod:`echocare.data.labeled.readers` hold the built-in ones);
+* ``hflip_safe``: whether a horizontal flip keeps the labels valid;
+* ``collect`` / ``metrics``: how to accumulate one batch of predictions and turn them into a report;
+* ``headline`` / ``lower_is_better``: the metrics a run summary shows and their direction;
+* ``class_of``: a record's class index, for class-balanced sampling (None: not a classification task).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from echocare.data.labeled.readers import Reader
+from echocare.data.labeled.records import Record
+from echocare.data.labeled.scan import Scanner
+
+__all__ = ["Collector", "HeadArgs", "MetricFn", "MetricOptions", "TaskSpec"]
+
+
+@dataclass(frozen=True)
+class MetricOptions:
+    """Options shared by every task's metric function (the ``eval.*`` config keys of the same names)."""
+
+    ci: bool = True
+    n_bootstrap: int = 1000
+    nsd_tolerance: float = 2.0
+    sdr_radii: tuple[float, ...] = (2.0, 4.0, 10.0)
+    seed: int = 0
+
+
+#: ``head_args(num_outputs, temporal, train_targets) -> head kwargs`` (``model.head`` is applied on top).
+HeadArgs = Callable[[int, bool, list], dict[str, Any]]
+#: ``collect(prediction, batch, records, out)``: append one batch's predictions and ground truth to ``out``.
+Collector = Callable[[Any, dict[str, Any], list[Record], dict[str, list]], None]
+#: ``metrics(collected, class_names, options) -> JSON-able report``.
+MetricFn = Callable[[dict[str, list], list[str], MetricOptions], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One fine-tuning task.
+
+    Attributes:
+        name: Canonical name (the ``task`` config key).
+        head: Head factory name in :func:`echocare.models.heads.create_head`.
+        head_args: Head constructor arguments from the scanned data.
+        scan: Scanner of a dataset root.
+        read: Reader of one record.
+        collect: Accumulates predictions of one batch (model ``predict`` output) for the metrics.
+        metrics: Report from the collected predictions.
+        headline: Flattened metric names a summary shows (the first one selects the best checkpoint).
+        lower_is_better: Headline metrics where lower is better.
+        hflip_safe: Whether horizontal flips keep the labels valid.
+        names_must_match: Evaluating on a new dataset requires the same output names as the model.
+        class_of: Class index of a record (enables ``data.balanced``), or None.
+        description: One line for help texts.
+    """
+
+    name: str
+    head: str
+    head_args: HeadArgs
+    scan: Scanner
+    read: Reader
+    collect: Collector
+    metrics: MetricFn
+    headline: tuple[str, ...]
+    lower_is_better: frozenset[str] = field(default_factory=frozenset)
+    hflip_safe: bool = True
+    names_must_match: bool = False
+    class_of: Callable[[Record], int] | None = None
+    description: str = ""
+
+    def better(self, metric: str, new: float, old: float | None) -> bool:
+        """Whether ``new`` improves on ``old`` for ``metric`` (any value beats None)."""
+        if old is None:
+            return True
+        return new < old if metric in self.lower_is_better else new > old
