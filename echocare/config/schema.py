@@ -139,6 +139,8 @@ class TrainConfig:
     max_nonfinite: int = _f(20, "Abort after this many optimizer steps in a row with a non-finite loss.")
     progress: bool = _f(True, "Show a tqdm progress bar on the main process.")
     tensorboard: bool = _f(True, "Write TensorBoard event files under RUN_DIR/tensorboard.")
+    allow_config_change: bool = _f(False, "Resume even if the resolved config differs from the checkpoint's "
+                                          "(the changed keys are logged).")
 
     def validate(self) -> None:
         """Check value ranges."""

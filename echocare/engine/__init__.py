@@ -1,18 +1,23 @@
 """Training engine: the only package that imports accelerate / DeepSpeed.
 
 ``Trainer`` (see :mod:`echocare.engine.trainer` for how tasks and data plug in),
-checkpoint/resume, optimizer groups, lr schedules, logging and run figures.
+checkpoint/resume (with the resolved-config check), periodic validation with best-weights
+selection, optimizer groups, lr schedules, logging and run figures. Generic: it imports nothing from
+``echocare.tasks``, ``echocare.data`` or ``echocare.models`` (jobs in :mod:`echocare.jobs` assemble those).
 """
 
 from echocare.engine.checkpoint import CheckpointManager
 from echocare.engine.optim import build_optimizer, build_param_groups
 from echocare.engine.schedule import build_scheduler, lr_factor
-from echocare.engine.trainer import FitResult, NonFiniteLossError, Trainer
+from echocare.engine.state import ConfigChangedError, FitResult, NonFiniteLossError, TrainState
+from echocare.engine.trainer import Trainer
 
 __all__ = [
     "CheckpointManager",
+    "ConfigChangedError",
     "FitResult",
     "NonFiniteLossError",
+    "TrainState",
     "Trainer",
     "build_optimizer",
     "build_param_groups",

@@ -73,7 +73,7 @@ class MetricsLogger:
         if self._tb is not None:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self._tb.add_scalar(f"train/{key}", value, step)
+                    self._tb.add_scalar(key if "/" in key else f"train/{key}", value, step)
 
     def close(self) -> None:
         """Flush and close TensorBoard."""

@@ -29,9 +29,19 @@ The batch size used for img/s is ``len(batch[batch_size_key])``.
 
 Usage::
 
-    trainer = Trainer(cfg.train, cfg.optim, run_dir, config=config_to_dict(cfg))
+    trainer = Trainer(cfg.train, cfg.optim, run_dir, config=cfg)
     loader = build_loader(...)            # after the Trainer: the process group exists now
     result = trainer.fit(task, loader, resume="auto")
+
+Periodic validation: ``fit(..., evaluate=fn, eval_every=N, select_metric="macro_f1")`` calls
+``fn(task) -> {name: float}`` on the main process every N optimizer steps (and at the last step), logs
+the values to ``metrics.jsonl`` as ``val/<name>`` and keeps the weights of the best ``select_metric``
+value (``lower_is_better`` sets the direction) in ``RUN/best.safetensors``; the best value and step
+are part of the checkpointed trainer state, so a resumed run keeps comparing against them.
+
+Resume safety: the checkpoint state holds the resolved config (flattened, minus the keys in
+:data:`RESUME_SAFE_KEYS` that may change between launches); resuming with a different config fails with
+:class:`ConfigChangedError` naming the changed keys, unless ``train.allow_config_change`` is true.
 
 ``Trainer`` owns accelerate (single process, DDP, DeepSpeed ZeRO-1/2), the
 optimizer and per-step warmup+cosine schedule, gradient accumulation and
@@ -49,9 +59,10 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from echocare.config import OptimConfig, TrainConfig, derive_schedule, save_config
@@ -66,32 +77,53 @@ from echocare.engine.distributed import (
 from echocare.engine.logging_utils import MetricsLogger, make_progress
 from echocare.engine.optim import build_optimizer, build_param_groups
 from echocare.engine.schedule import build_scheduler
+from echocare.engine.state import (
+    BEST_FILE,
+    ConfigChangedError,
+    Evaluation,
+    FitResult,
+    NonFiniteLossError,
+    TrainState,
+    changed_keys,
+    config_hash,
+    flatten_config,
+)
 from echocare.engine.viz import plot_loss_curve, save_panel_grid
 
 logger = logging.getLogger(__name__)
 
 
-class NonFiniteLossError(RuntimeError):
-    """Too many consecutive optimizer steps had a non-finite loss."""
+@dataclass
+class _Window:
+    """Sums between two metrics.jsonl lines."""
+
+    sums: dict[str, Any] = field(default_factory=dict)
+    n: int = 0
+    images: int = 0
+    t0: float = field(default_factory=time.perf_counter)
 
 
 @dataclass
-class FitResult:
-    """Outcome of :meth:`Trainer.fit`.
+class _Session:
+    """Everything one :meth:`Trainer.fit` call works with (created by ``_start``, dropped at the end)."""
 
-    Attributes:
-        step: Optimizer steps taken in total (including before a resume).
-        interrupted: Stopped early by SIGTERM/SIGINT (a checkpoint was written).
-        nonfinite_skipped: Optimizer steps skipped because a loss was non-finite.
-        last_checkpoint: Newest checkpoint directory, if any.
-        last_metrics: The last metrics.jsonl record written.
-    """
-
-    step: int
-    interrupted: bool = False
-    nonfinite_skipped: int = 0
-    last_checkpoint: Path | None = None
-    last_metrics: dict = field(default_factory=dict)
+    task: nn.Module  # unwrapped (prepare wraps it for DDP / DeepSpeed)
+    model: nn.Module  # prepared
+    optimizer: Any
+    scheduler: Any
+    data: Iterable[dict]
+    metrics: MetricsLogger
+    forward_ctx: Callable
+    evaluation: Evaluation
+    state: TrainState
+    result: FitResult
+    progress: Any = None
+    iterator: Iterator[dict] | None = None
+    window: _Window = field(default_factory=_Window)
+    consecutive_bad: int = 0
+    grad_norm: Any = None
+    lr: float = 0.0
+    last_batch: dict | None = None
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:
@@ -107,15 +139,15 @@ def _to_device(batch: Any, device: torch.device) -> Any:
 class Trainer:
     """Run a task over a data stream with accelerate.
 
-    Creating the Trainer creates the Accelerator (and the process group), seeds
-    every RNG with ``train.seed`` (identical model init on all ranks), creates
-    the run directory and writes the resolved ``config.yaml``.
+    Creating the Trainer creates the Accelerator (and the process group), seeds every RNG with
+    ``train.seed`` (identical model init on all ranks) and creates the run directory; ``fit`` writes the
+    resolved ``config.yaml`` once the resume check has passed.
 
     Args:
         train: Training-loop section.
         optim: Optimizer section.
         run_dir: Output directory of the run.
-        config: The full config dataclass (written to ``config.yaml``) or None.
+        config: The full config dataclass (written to ``config.yaml``, checked on resume) or None.
         batch_size_key: Batch entry whose length is the micro-batch size.
     """
 
@@ -125,21 +157,20 @@ class Trainer:
 
         self.train_cfg = train
         self.optim_cfg = optim
+        self.config = config
         self.run_dir = Path(run_dir)
         self.batch_size_key = batch_size_key
         self.accelerator = make_accelerator(train.precision, train.grad_accum, project_dir=str(self.run_dir))
         self.derived = derive_schedule(train, optim, self.accelerator.num_processes)
         self.ckpt = CheckpointManager(self.run_dir / "checkpoints", keep_last=train.keep_last)
+        self.config_flat = flatten_config(config) if config is not None else None
+        self._stop_signal: int | None = None
+        self._session: _Session | None = None
         set_seed(train.seed)
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.ckpt.clean_stale()
-            derived = dict(self.derived.to_dict(), mixed_precision=str(self.accelerator.mixed_precision))
-            if config is not None:
-                save_config(config, self.run_dir / "config.yaml", extra=derived)
-            logger.info("derived: %s", json.dumps(derived))
         self.accelerator.wait_for_everyone()
-        self._stop_signal: int | None = None
 
     @property
     def is_main(self) -> bool:
@@ -191,20 +222,45 @@ class Trainer:
         return bool(self.accelerator.reduce(t, reduction="sum").item() > 0)
 
     # ------------------------------------------------------------------ fit
-    def fit(self, task: nn.Module, data: Iterable[dict], resume: str | Path | None = None) -> FitResult:
+    def fit(self, task: nn.Module, data: Iterable[dict], resume: str | Path | None = None,
+            evaluate: Callable[[nn.Module], dict[str, float]] | None = None, eval_every: int = 0,
+            select_metric: str | None = None, lower_is_better: bool = False) -> FitResult:
         """Train ``task`` on ``data`` until ``train.max_steps`` optimizer steps.
 
         Args:
             task: The task module (see module docstring).
             data: Iterable of dict batches for this process.
             resume: None, "auto" or a checkpoint / run directory.
+            evaluate: ``fn(task) -> {name: value}`` run on the main process every ``eval_every`` steps.
+            eval_every: Optimizer steps between evaluations (0 = never).
+            select_metric: Name in ``evaluate``'s result whose best value selects ``RUN/best.safetensors``
+                (None: values are only logged).
+            lower_is_better: Direction of ``select_metric``.
 
         Returns:
             A :class:`FitResult`.
 
         Raises:
             NonFiniteLossError: ``train.max_nonfinite`` consecutive steps had a non-finite loss.
+            ConfigChangedError: resuming with a different resolved config (see module docstring).
         """
+        session = self._start(task, data, resume, Evaluation(evaluate, eval_every, select_metric, lower_is_better))
+        self._session = session
+        try:
+            with self._signals():
+                self._loop(session)
+        finally:
+            session.metrics.close()
+            if session.progress is not None:
+                session.progress.close()
+            self._session = None
+        if self.is_main:
+            plot_loss_curve(session.metrics.path, self.run_dir / "loss_curve.png")
+        return session.result
+
+    def _start(self, task: nn.Module, data: Iterable[dict], resume: str | Path | None,
+               evaluation: Evaluation) -> _Session:
+        """Optimizer, schedule, accelerate preparation, resume (with the config check), loggers."""
         from accelerate.utils import set_seed
 
         tc, oc, acc = self.train_cfg, self.optim_cfg, self.accelerator
@@ -221,171 +277,236 @@ class Trainer:
                                     oc.schedule, oc.min_lr_ratio)
         configure_deepspeed(acc, tc.batch_size, oc.clip_grad)
         set_seed(tc.seed + self.rank)  # per-rank stochasticity (drop path) from here on
-        self._forward_ctx = deepspeed_autocast(acc)
-        self._task = task  # the unwrapped module (prepare wraps it for DDP / DeepSpeed)
+        forward_ctx = deepspeed_autocast(acc)
         model, optimizer = acc.prepare(task, optimizer)
-        self._prepared = model
         acc.register_for_checkpointing(scheduler)
 
-        state = {"step": 0, "nonfinite_skipped": 0, "epoch": 0, "samples": 0}
+        state = TrainState()
         ckpt_path = self.ckpt.resolve(resume)
         if ckpt_path is not None:
             saved, loader_state = self.ckpt.load(acc, ckpt_path)
-            state.update({k: saved[k] for k in state if k in saved})
+            self._check_config(saved, ckpt_path)
+            state.restore(saved)
             if loader_state is not None and hasattr(data, "load_state_dict"):
                 data.load_state_dict(loader_state)
             elif loader_state is None and hasattr(data, "load_state_dict"):
                 logger.warning("no data position in %s; the stream restarts from its seed", ckpt_path)
+        if self.is_main and self.config is not None:
+            derived = dict(self.derived.to_dict(), mixed_precision=str(acc.mixed_precision))
+            save_config(self.config, self.run_dir / "config.yaml", extra=derived)
+            logger.info("derived: %s", json.dumps(derived))
         metrics = MetricsLogger(self.run_dir, enabled=self.is_main, tensorboard=tc.tensorboard)
         if ckpt_path is not None:
-            metrics.truncate_after(state["step"])
-        result = FitResult(step=state["step"], nonfinite_skipped=state["nonfinite_skipped"])
-        try:
-            with self._signals():
-                self._loop(model, optimizer, scheduler, data, state, metrics, result)
-        finally:
-            metrics.close()
-        if self.is_main:
-            plot_loss_curve(metrics.path, self.run_dir / "loss_curve.png")
-        return result
+            metrics.truncate_after(state.step)
+        best = self.run_dir / BEST_FILE
+        result = FitResult(step=state.step, nonfinite_skipped=state.nonfinite_skipped, best_value=state.best_value,
+                           best_step=state.best_step, best_weights=best if state.best_step is not None else None)
+        progress = make_progress(tc.max_steps, state.step, tc.progress and self.is_main)
+        return _Session(task, model, optimizer, scheduler, data, metrics, forward_ctx, evaluation, state, result,
+                        progress)
 
-    def _next_batch(self, data: Iterable[dict], state: dict) -> dict:
+    def _check_config(self, saved: dict[str, Any], path: Path) -> None:
+        """Compare the resolved config with the one the checkpoint was written under."""
+        old = saved.get("config")
+        if self.config_flat is None or old is None:
+            return
+        if config_hash(self.config_flat) == saved.get("config_hash", config_hash(old)):
+            return
+        changed = changed_keys(old, self.config_flat)
+        if not changed:
+            return
+        detail = ", ".join(f"{k}: {old.get(k)!r} -> {self.config_flat.get(k)!r}" for k in changed[:8])
+        more = f" (+{len(changed) - 8} more)" if len(changed) > 8 else ""
+        if getattr(self.train_cfg, "allow_config_change", False):
+            logger.warning("resuming %s with a changed config (train.allow_config_change=true): %s%s", path,
+                           detail, more)
+            return
+        raise ConfigChangedError(f"resume {path}: the config differs from the checkpoint's in {detail}{more}; "
+                                 "restore it or set train.allow_config_change=true")
+
+    def _loop(self, s: _Session) -> None:
+        """Optimizer steps until ``train.max_steps`` or a stop signal."""
+        tc = self.train_cfg
+        s.model.train()
+        while s.state.step < tc.max_steps:
+            if not self._accumulate(s):
+                self._skip_step(s)
+                continue
+            self._optimizer_step(s)
+            step = s.state.step
+            if step % tc.log_every == 0 or step == tc.max_steps:
+                s.result.last_metrics = self._log(s)
+            if tc.image_every and (step % tc.image_every == 0 or step == tc.max_steps):
+                self._visualize(s, step)
+            if s.evaluation.due(step, tc.max_steps):
+                self._evaluate(s, step)
+            stop = self._any(self._stop_signal is not None)
+            if step % tc.ckpt_every == 0 or step == tc.max_steps or stop:
+                s.result.last_checkpoint = self._save(s, step)
+            if stop:
+                s.result.interrupted = True
+                logger.warning("stopped by signal at step %d; resume with --resume auto", step)
+                break
+
+    def _next_batch(self, s: _Session) -> dict:
+        """The next batch; an exhausted iterable starts its next epoch."""
         for attempt in range(2):
-            if self._iter is None:
-                self._iter = iter(data)
+            if s.iterator is None:
+                s.iterator = iter(s.data)
             try:
-                return next(self._iter)
+                return next(s.iterator)
             except StopIteration:
-                self._iter = None
-                state["epoch"] += 1
+                s.iterator = None
+                s.state.epoch += 1
                 if attempt == 1:
                     break
         raise RuntimeError("the data stream yielded no batch in a whole pass; check data.shards and the "
                            "number of samples per process (batch_size x processes)")
 
-    def _loop(self, model, optimizer, scheduler, data, state: dict, metrics: MetricsLogger,
-              result: FitResult) -> None:
-        tc, oc, acc = self.train_cfg, self.optim_cfg, self.accelerator
-        self._iter = None
-        progress = make_progress(tc.max_steps, state["step"], tc.progress and self.is_main)
-        window: dict[str, torch.Tensor] = {}
-        window_n, window_images, window_t0 = 0, 0, time.perf_counter()
-        consecutive_bad = 0
-        grad_norm = None
-        last_batch = None
-        model.train()
-        while state["step"] < tc.max_steps:
-            bad = False
-            for _ in range(tc.grad_accum):
-                batch = _to_device(self._next_batch(data, state), self.device)
-                with acc.accumulate(model):
-                    with self._forward_ctx():
-                        out = model(batch)
-                    loss = out["loss"]
-                    finite = bool(torch.isfinite(loss.detach()).all())
-                    if self._any(not finite):
-                        bad = True
-                        culprit = {k: float(v) for k, v in out.get("logs", {}).items()
-                                   if isinstance(v, (int, float, torch.Tensor))}
-                        logger.warning("non-finite loss at step %d (rank-local loss %s, logs %s, keys %s)",
-                                       state["step"], float(loss.detach().float()), culprit,
-                                       batch.get("key", "n/a") if isinstance(batch, dict) else "n/a")
-                    else:
-                        acc.backward(loss)
-                        window["loss"] = window.get("loss", 0.0) + loss.detach().float()
-                        for name, value in out.get("logs", {}).items():
-                            value = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
-                            window[name] = window.get(name, 0.0) + value
-                        window_n += 1
-                n_img = len(batch[self.batch_size_key]) if self.batch_size_key in batch else tc.batch_size
-                window_images += n_img * self.world_size
-                state["samples"] += n_img * self.world_size
-                last_batch = batch
-            if bad:
-                optimizer.zero_grad(set_to_none=True)
-                state["nonfinite_skipped"] += 1
-                consecutive_bad += 1
-                result.nonfinite_skipped = state["nonfinite_skipped"]
-                if consecutive_bad >= tc.max_nonfinite:
-                    raise NonFiniteLossError(
-                        f"{consecutive_bad} consecutive optimizer steps had a non-finite loss (last at step "
-                        f"{state['step']}, lr {max(scheduler.get_last_lr()):.3g}); lower optim.lr, enable "
-                        "optim.clip_grad, or check the data (see the warnings above for batch keys)"
-                    )
-                continue
-            consecutive_bad = 0
-            lr_used = float(max(scheduler.get_last_lr()))  # the unscaled lr (layer decay only lowers groups)
-            if oc.clip_grad and acc.sync_gradients:
-                grad_norm = acc.clip_grad_norm_(model.parameters(), oc.clip_grad)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state["step"] += 1
-            step = state["step"]
-            result.step = step
-            if progress is not None:
-                progress.update(1)
-            if step % tc.log_every == 0 or step == tc.max_steps:
-                result.last_metrics = self._log(metrics, step, window, window_n, window_images,
-                                                window_t0, lr_used, grad_norm, state, progress)
-                window, window_n, window_images, window_t0 = {}, 0, 0, time.perf_counter()
-            if tc.image_every and (step % tc.image_every == 0 or step == tc.max_steps):
-                self._visualize(model, last_batch, step)
-            stop = self._any(self._stop_signal is not None)
-            if step % tc.ckpt_every == 0 or step == tc.max_steps or stop:
-                result.last_checkpoint = self._save(step, state, data)
-            if stop:
-                result.interrupted = True
-                logger.warning("stopped by signal at step %d; resume with --resume auto", step)
-                break
-        if progress is not None:
-            progress.close()
+    def _accumulate(self, s: _Session) -> bool:
+        """Forward + backward over ``train.grad_accum`` micro-batches; False if a loss was non-finite."""
+        tc, acc = self.train_cfg, self.accelerator
+        ok = True
+        for _ in range(tc.grad_accum):
+            batch = _to_device(self._next_batch(s), self.device)
+            with acc.accumulate(s.model):
+                with s.forward_ctx():
+                    out = s.model(batch)
+                loss = out["loss"]
+                if self._any(not bool(torch.isfinite(loss.detach()).all())):
+                    ok = False
+                    culprit = {k: float(v) for k, v in out.get("logs", {}).items()
+                               if isinstance(v, (int, float, torch.Tensor))}
+                    logger.warning("non-finite loss at step %d (rank-local loss %s, logs %s, keys %s)",
+                                   s.state.step, float(loss.detach().float()), culprit,
+                                   batch.get("key", "n/a") if isinstance(batch, dict) else "n/a")
+                else:
+                    acc.backward(loss)
+                    self._add_to_window(s.window, loss, out.get("logs", {}))
+            n_img = len(batch[self.batch_size_key]) if self.batch_size_key in batch else tc.batch_size
+            s.window.images += n_img * self.world_size
+            s.state.samples += n_img * self.world_size
+            s.last_batch = batch
+        return ok
 
-    def _log(self, metrics, step, window, window_n, window_images, t0, lr_used, grad_norm, state,
-             progress) -> dict:
-        acc = self.accelerator
-        names = sorted(window)
+    @staticmethod
+    def _add_to_window(window: _Window, loss: torch.Tensor, logs: dict[str, Any]) -> None:
+        window.sums["loss"] = window.sums.get("loss", 0.0) + loss.detach().float()
+        for name, value in logs.items():
+            value = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
+            window.sums[name] = window.sums.get(name, 0.0) + value
+        window.n += 1
+
+    def _skip_step(self, s: _Session) -> None:
+        """Drop the gradients of a step with a non-finite loss; abort after too many in a row."""
+        s.optimizer.zero_grad(set_to_none=True)
+        s.state.nonfinite_skipped += 1
+        s.consecutive_bad += 1
+        s.result.nonfinite_skipped = s.state.nonfinite_skipped
+        if s.consecutive_bad >= self.train_cfg.max_nonfinite:
+            raise NonFiniteLossError(
+                f"{s.consecutive_bad} consecutive optimizer steps had a non-finite loss (last at step "
+                f"{s.state.step}, lr {max(s.scheduler.get_last_lr()):.3g}); lower optim.lr, enable "
+                "optim.clip_grad, or check the data (see the warnings above for batch keys)"
+            )
+
+    def _optimizer_step(self, s: _Session) -> None:
+        """Clip, step optimizer and schedule, count the step."""
+        oc, acc = self.optim_cfg, self.accelerator
+        s.consecutive_bad = 0
+        s.lr = float(max(s.scheduler.get_last_lr()))  # the unscaled lr (layer decay only lowers groups)
+        if oc.clip_grad and acc.sync_gradients:
+            s.grad_norm = acc.clip_grad_norm_(s.model.parameters(), oc.clip_grad)
+        s.optimizer.step()
+        s.scheduler.step()
+        s.optimizer.zero_grad(set_to_none=True)
+        s.state.step += 1
+        s.result.step = s.state.step
+        if s.progress is not None:
+            s.progress.update(1)
+
+    def _log(self, s: _Session) -> dict:
+        """Reduce the window over ranks, write one metrics.jsonl line, start a new window."""
+        acc, w = self.accelerator, s.window
+        names = sorted(w.sums)
         if names:
-            vec = torch.stack([torch.as_tensor(window[k], dtype=torch.float32, device=self.device) for k in names])
+            vec = torch.stack([torch.as_tensor(w.sums[k], dtype=torch.float32, device=self.device) for k in names])
         else:
             vec = torch.zeros(0, device=self.device)
-        count = torch.tensor([float(window_n)], device=self.device)
+        count = torch.tensor([float(w.n)], device=self.device)
         if self.world_size > 1:
             vec = acc.reduce(vec, reduction="sum")
             count = acc.reduce(count, reduction="sum")
         n = max(1.0, float(count.item()))
         values: dict[str, Any] = {k: float(v) / n for k, v in zip(names, vec.tolist())}
         values.setdefault("loss", float("nan"))
-        elapsed = max(1e-9, time.perf_counter() - t0)
-        values.update(
-            lr=lr_used,
-            img_per_s=window_images / elapsed,
-            world_size=self.world_size,
-            epoch=state["epoch"],
-            samples=state["samples"],
-            nonfinite_skipped=state["nonfinite_skipped"],
-        )
-        if grad_norm is not None:
-            values["grad_norm"] = float(grad_norm)
-        metrics.log(step, values)
-        if progress is not None:
-            progress.set_postfix(loss=f"{values['loss']:.4f}", img_s=f"{values['img_per_s']:.1f}",
-                                 lr=f"{values['lr']:.2e}", refresh=False)
-        return {"step": step, **values}
+        elapsed = max(1e-9, time.perf_counter() - w.t0)
+        values.update(lr=s.lr, img_per_s=w.images / elapsed, world_size=self.world_size, epoch=s.state.epoch,
+                      samples=s.state.samples, nonfinite_skipped=s.state.nonfinite_skipped)
+        if s.grad_norm is not None:
+            values["grad_norm"] = float(s.grad_norm)
+        s.metrics.log(s.state.step, values)
+        if s.progress is not None:
+            s.progress.set_postfix(loss=f"{values['loss']:.4f}", img_s=f"{values['img_per_s']:.1f}",
+                                   lr=f"{values['lr']:.2e}", refresh=False)
+        s.window = _Window()
+        return {"step": s.state.step, **values}
 
-    def _visualize(self, model, batch, step: int) -> None:
-        if batch is None or not self.is_main or zero_stage(self.accelerator) >= 3:
+    def _evaluate(self, s: _Session, step: int) -> None:
+        """Run the evaluation callback (main process), log ``val/*``, keep the best weights."""
+        ev = s.evaluation
+        if self.is_main:
+            task = s.task
+            was_training = task.training
+            task.eval()
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    values = {k: float(v) for k, v in ev.fn(task).items()}
+            finally:
+                task.train(was_training)
+            s.metrics.log(step, {f"val/{k}": v for k, v in values.items()})
+            logger.info("step %d validation %s", step, json.dumps(values))
+            if ev.metric is not None:
+                if ev.metric not in values:
+                    raise KeyError(f"selection metric {ev.metric!r} is not among the evaluation results "
+                                   f"{sorted(values)}")
+                if ev.better(values[ev.metric], s.state.best_value):
+                    s.state.best_value, s.state.best_step = values[ev.metric], step
+                    s.result.best_weights = self._save_best(s)
+                    s.result.best_value, s.result.best_step = s.state.best_value, step
+                    logger.info("new best %s=%.6g at step %d", ev.metric, s.state.best_value, step)
+        self._sync_best(s)
+
+    def _sync_best(self, s: _Session) -> None:
+        """Every rank holds the main process's best value/step (they are checkpointed from rank 0 only)."""
+        if self.world_size == 1:
             return
-        task = self._task  # not accelerator.unwrap_model: that imports deepspeed (slow) when installed
+        from accelerate.utils import broadcast_object_list
+
+        box = [(s.state.best_value, s.state.best_step)]
+        broadcast_object_list(box, from_process=0)
+        s.state.best_value, s.state.best_step = box[0]
+
+    def _save_best(self, s: _Session) -> Path:
+        path = self.run_dir / BEST_FILE
+        tmp = path.with_name(path.name + ".tmp")
+        state = {k: v.detach().to("cpu").clone().contiguous() for k, v in s.task.state_dict().items()}
+        save_file(state, str(tmp), {"format": "pt", "step": str(s.state.step)})
+        tmp.replace(path)
+        return path
+
+    def _visualize(self, s: _Session, step: int) -> None:
+        if s.last_batch is None or not self.is_main or zero_stage(self.accelerator) >= 3:
+            return
+        task = s.task  # not accelerator.unwrap_model: that imports deepspeed (slow) when installed
         fn = getattr(task, "visualize", None)
         if not callable(fn):
             return
         was_training = task.training
         task.eval()
         try:
-            with torch.random.fork_rng(devices=[]), torch.no_grad(), self.accelerator.autocast(), \
-                    self._forward_ctx():
-                panels = fn(batch)
+            with torch.random.fork_rng(devices=[]), torch.no_grad(), self.accelerator.autocast(), s.forward_ctx():
+                panels = fn(s.last_batch)
             if panels:
                 path = save_panel_grid(panels, self.run_dir / "images" / f"recon_step-{step:08d}.png",
                                        title=f"step {step}")
@@ -395,16 +516,18 @@ class Trainer:
         finally:
             task.train(was_training)
 
-    def _save(self, step: int, state: dict, data) -> Path:
-        loader_state = data.state_dict() if hasattr(data, "state_dict") else None
-        trainer_state = {k: state[k] for k in ("nonfinite_skipped", "epoch", "samples")}
+    def _save(self, s: _Session, step: int) -> Path:
+        loader_state = s.data.state_dict() if hasattr(s.data, "state_dict") else None
+        trainer_state = {k: v for k, v in s.state.to_dict().items() if k != "step"}
+        if self.config_flat is not None:
+            trainer_state.update(config=self.config_flat, config_hash=config_hash(self.config_flat))
         consolidated = None
         if self.accelerator.state.deepspeed_plugin is not None:
-            model = self._prepared
+            model, task = s.model, s.task
             if zero_stage(self.accelerator) >= 3:
                 def consolidated():
                     return self.accelerator.get_state_dict(model)
             else:
                 def consolidated():
-                    return deepspeed_fp32_state(self._task)
+                    return deepspeed_fp32_state(task)
         return self.ckpt.save(self.accelerator, step, trainer_state, loader_state, consolidated)

@@ -105,8 +105,12 @@ def test_fit_logs_checkpoints_and_figures(tmp_path):
 def test_config_and_derived_written(tmp_path):
     from echocare.config import PretrainConfig
 
-    cfg = load_config(PretrainConfig, overrides=["data.shards=x", "train.batch_size=4"])
-    Trainer(cfg.train, cfg.optim, tmp_path, config=cfg)
+    cfg = load_config(PretrainConfig, overrides=["data.shards=x", "train.batch_size=4", "train.max_steps=1",
+                                                 "train.progress=false", "train.tensorboard=false",
+                                                 "train.precision=fp32", "train.image_every=0"])
+    trainer = Trainer(cfg.train, cfg.optim, tmp_path, config=cfg)
+    assert not (tmp_path / "config.yaml").exists()  # written by fit, once the resume check has passed
+    trainer.fit(Toy(), Stream())
     text = (tmp_path / "config.yaml").read_text()
     assert "batch_size: 4" in text and "# effective_batch: 4" in text
     assert "# peak_lr: 1.5625e-06" in text  # 1e-4 * 4 / 256
@@ -185,3 +189,61 @@ def test_grad_checkpointing_requires_support(tmp_path):
     tc, oc = _cfg(grad_checkpointing=True)
     with pytest.raises(ValueError, match="set_grad_checkpointing"):
         Trainer(tc, oc, tmp_path).fit(Toy(), Stream())
+
+
+def test_periodic_validation_logs_and_keeps_best_weights_across_resume(tmp_path):
+    """evaluate(task) every 3 steps: val/* lines, best (lower) value tracked, best.safetensors = that step."""
+    scores = iter([5.0, 2.0, 3.0, 4.0, 1.5])  # steps 3, 6, 9 | resumed: 9 (redone), 10
+
+    def evaluate(task):
+        assert not task.training
+        return {"err": next(scores), "other": 1.0}
+
+    snapshots = {}
+
+    def remember(task):
+        out = evaluate(task)
+        snapshots[out["err"]] = {k: v.clone() for k, v in task.state_dict().items()}
+        return out
+
+    tc, oc = _cfg(max_steps=9, ckpt_every=3, keep_last=5, image_every=0)
+    res = Trainer(tc, oc, tmp_path).fit(Toy(), Stream(), evaluate=remember, eval_every=3, select_metric="err",
+                                        lower_is_better=True)
+    assert (res.best_step, res.best_value) == (6, 2.0)
+    assert {k: v for k, v in load_file(res.best_weights).items()}.keys() == snapshots[2.0].keys()
+    assert all(torch.equal(load_file(res.best_weights)[k], v) for k, v in snapshots[2.0].items())
+    vals = [r for r in _records(tmp_path) if "val/err" in r]
+    assert [(r["step"], r["val/err"]) for r in vals] == [(3, 5.0), (6, 2.0), (9, 3.0)]
+    # resume from step 6 with a longer budget: the best value of the checkpoint (2.0) is what 4.0 is compared to
+    state = json.loads((tmp_path / "checkpoints" / "step-00000006" / "trainer_state.json").read_text())
+    assert state["best_value"] == 2.0 and state["best_step"] == 6
+    tc2, _ = _cfg(max_steps=10, ckpt_every=3, keep_last=5, image_every=0)
+    shutil.rmtree(tmp_path / "checkpoints" / "step-00000009")
+    res2 = Trainer(tc2, oc, tmp_path).fit(Toy(), Stream(), resume="auto", evaluate=remember, eval_every=3,
+                                          select_metric="err", lower_is_better=True)
+    assert (res2.best_step, res2.best_value) == (10, 1.5)
+    with pytest.raises(KeyError, match="selection metric 'nope'"):
+        Trainer(_cfg(max_steps=3)[0], oc, tmp_path / "bad").fit(Toy(), Stream(), evaluate=lambda t: {"err": 1.0},
+                                                                 eval_every=3, select_metric="nope")
+
+
+def test_resume_with_changed_config_fails_naming_keys(tmp_path):
+    from echocare.config import PretrainConfig
+    from echocare.engine import ConfigChangedError
+
+    fast = ["data.shards=x", "train.batch_size=4", "train.max_steps=2", "train.progress=false",
+            "train.tensorboard=false", "train.precision=fp32", "train.image_every=0", "train.ckpt_every=2"]
+
+    def run(*extra, resume="auto"):
+        cfg = load_config(PretrainConfig, overrides=[*fast, *extra])
+        return Trainer(cfg.train, cfg.optim, tmp_path, config=cfg).fit(Toy(), Stream(), resume=resume)
+
+    run()
+    state = json.loads((tmp_path / "checkpoints" / "step-00000002" / "trainer_state.json").read_text())
+    assert len(state["config_hash"]) == 64 and state["config"]["optim.lr"] == 1e-4
+    assert "train.log_every" not in state["config"]  # resume-safe keys are not part of the hash
+    run("train.log_every=1", "train.keep_last=2")  # resume-safe: fine
+    with pytest.raises(ConfigChangedError, match=r"optim\.lr: 0\.0001 -> 0\.001.*allow_config_change"):
+        run("optim.lr=1e-3", "train.max_steps=3")
+    assert "max_steps: 2" in (tmp_path / "config.yaml").read_text()  # the rejected config was not written
+    assert run("optim.lr=1e-3", "train.max_steps=3", "train.allow_config_change=true").step == 3

@@ -1,0 +1,128 @@
+"""State of a training run: counters (checkpointed), the outcome of ``fit``, periodic validation, and the
+resolved-config check on resume.
+
+The checkpoint's ``trainer_state.json`` holds :class:`TrainState` plus the flattened resolved config and
+its hash. Keys in :data:`RESUME_SAFE_KEYS` may change between a run and its resume (they do not change
+what is computed: logging and checkpoint cadence, progress bars, evaluation batching, worker counts of
+the fine-tuning loader); any other change — including ``train.max_steps``, which reshapes the lr
+schedule — fails with :class:`ConfigChangedError` unless ``train.allow_config_change`` is true.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from torch import nn
+
+from echocare.config import config_to_dict
+
+__all__ = ["BEST_FILE", "RESUME_SAFE_KEYS", "ConfigChangedError", "Evaluation", "FitResult", "NonFiniteLossError",
+           "TrainState", "changed_keys", "config_hash", "flatten_config"]
+
+class NonFiniteLossError(RuntimeError):
+    """Too many consecutive optimizer steps had a non-finite loss."""
+
+
+class ConfigChangedError(ValueError):
+    """Resuming a run whose resolved config differs from the checkpoint's."""
+
+
+#: Config keys that may change between a run and its resume (logging / checkpoint cadence, the escape
+#: hatch itself, and evaluation batching); every other resolved key must match the checkpoint's.
+RESUME_SAFE_KEYS = frozenset({
+    "train.ckpt_every", "train.keep_last", "train.log_every", "train.image_every", "train.progress",
+    "train.tensorboard", "train.max_nonfinite", "train.allow_config_change", "data.num_workers", "eval.batch_size",
+})
+BEST_FILE = "best.safetensors"
+
+
+def flatten_config(config: Any) -> dict[str, Any]:
+    """``{"section.key": value}`` of a config dataclass (or nested dict), minus :data:`RESUME_SAFE_KEYS`."""
+    tree = config if isinstance(config, dict) else config_to_dict(config)
+    flat: dict[str, Any] = {}
+    for section, sub in tree.items():  # sections are one level deep; dict-valued keys stay values
+        items = sub.items() if isinstance(sub, dict) else [(None, sub)]
+        for k, v in items:
+            key = section if k is None else f"{section}.{k}"
+            if key not in RESUME_SAFE_KEYS:
+                flat[key] = v
+    return flat
+
+
+def config_hash(flat: dict[str, Any]) -> str:
+    """sha256 of a flattened config (sorted JSON)."""
+    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class FitResult:
+    """Outcome of :meth:`Trainer.fit`.
+
+    Attributes:
+        step: Optimizer steps taken in total (including before a resume).
+        interrupted: Stopped early by SIGTERM/SIGINT (a checkpoint was written).
+        nonfinite_skipped: Optimizer steps skipped because a loss was non-finite.
+        last_checkpoint: Newest checkpoint directory, if any.
+        last_metrics: The last metrics.jsonl record written.
+        best_value: Best value of the selection metric (periodic validation), or None.
+        best_step: Step of ``best_value``, or None.
+        best_weights: ``RUN/best.safetensors`` (the task's state dict at ``best_step``), or None.
+    """
+
+    step: int
+    interrupted: bool = False
+    nonfinite_skipped: int = 0
+    last_checkpoint: Path | None = None
+    last_metrics: dict = field(default_factory=dict)
+    best_value: float | None = None
+    best_step: int | None = None
+    best_weights: Path | None = None
+
+
+@dataclass
+class TrainState:
+    """Counters of a run; all of it is saved in ``trainer_state.json`` and restored on resume."""
+
+    step: int = 0
+    nonfinite_skipped: int = 0
+    epoch: int = 0
+    samples: int = 0
+    best_value: float | None = None
+    best_step: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able fields."""
+        return asdict(self)
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Take the fields present in a saved ``trainer_state.json``."""
+        for k in asdict(self):
+            if k in saved:
+                setattr(self, k, saved[k])
+
+
+@dataclass
+class Evaluation:
+    """Periodic validation of one :meth:`Trainer.fit` call (see the module docstring)."""
+
+    fn: Callable[[nn.Module], dict[str, float]] | None = None
+    every: int = 0
+    metric: str | None = None
+    lower_is_better: bool = False
+
+    def due(self, step: int, max_steps: int) -> bool:
+        """Whether to evaluate after optimizer step ``step``."""
+        return self.fn is not None and self.every > 0 and (step % self.every == 0 or step == max_steps)
+
+    def better(self, value: float, best: float | None) -> bool:
+        """Whether ``value`` improves on ``best``."""
+        return best is None or (value < best if self.lower_is_better else value > best)
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Flattened keys whose values differ (ignoring :data:`RESUME_SAFE_KEYS`)."""
+    return sorted(k for k in set(old) | set(new) if k not in RESUME_SAFE_KEYS and old.get(k) != new.get(k))
