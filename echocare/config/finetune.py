@@ -72,6 +72,8 @@ class FinetuneDataConfig:
     clip_stride: Optional[int] = _f(None, "Frames between clip starts; null = clip_len (adjacent clips).")
     num_workers: int = _f(2, "DataLoader worker processes.")
     verify: bool = _f(True, "Check every file before training (corrupt ones are reported and skipped).")
+    balanced: bool = _f(False, "Class-balanced sampling (classification, video): each epoch draws as many items "
+                               "as the training split, with replacement, each class equally likely.")
 
     def validate(self) -> None:
         """Check value ranges."""
@@ -96,6 +98,8 @@ class EvalConfig:
     n_bootstrap: int = _f(1000, "Bootstrap resamples for the CIs.")
     nsd_tolerance: float = _f(2.0, "NSD boundary tolerance in pixels of the model input.")
     sdr_radii: list[float] = _f([2.0, 4.0, 10.0], "Landmark success-detection radii (original pixels).")
+    select_metric: Optional[str] = _f(None, "Metric selecting the best checkpoint when train.eval_every > 0; "
+                                            "null = the task's first headline metric (e.g. accuracy, mean_dice, mae).")
 
     def validate(self) -> None:
         """Check value ranges."""
@@ -103,8 +107,29 @@ class EvalConfig:
             raise ConfigError("eval.batch_size and eval.n_bootstrap must be >= 1")
 
 
-def _train_defaults() -> TrainConfig:
-    return TrainConfig(max_steps=1000, batch_size=16, ckpt_every=500, keep_last=1, log_every=10, image_every=0)
+@dataclass
+class FinetuneTrainConfig(TrainConfig):
+    """The shared training-loop section plus fine-tuning budgets in epochs and periodic validation."""
+
+    max_steps: Optional[int] = _f(None, "Optimizer steps; null = from train.epochs, or 1000 when that is null too.")
+    epochs: Optional[float] = _f(None, "Budget in passes over the training split (converted to steps from its "
+                                       "size, batch size, processes and accumulation); with train.max_steps both "
+                                       "must agree.")
+    eval_every: int = _f(0, "Validate every N optimizer steps and keep the best weights (eval.select_metric) for "
+                            "model.safetensors; 0 = only validate the final weights.")
+
+    def validate(self) -> None:
+        """Check value ranges."""
+        super().validate()
+        if self.epochs is not None and self.epochs <= 0:
+            raise ConfigError(f"train.epochs must be > 0, got {self.epochs}")
+        if self.eval_every < 0:
+            raise ConfigError(f"train.eval_every must be >= 0, got {self.eval_every}")
+
+
+def _train_defaults() -> FinetuneTrainConfig:
+    return FinetuneTrainConfig(max_steps=None, batch_size=16, ckpt_every=500, keep_last=1, log_every=10,
+                               image_every=0)
 
 
 def _optim_defaults() -> OptimConfig:
@@ -123,7 +148,7 @@ class FinetuneConfig:
     data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig, metadata={"help": "Data."})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Evaluation."})
     optim: OptimConfig = field(default_factory=_optim_defaults, metadata={"help": "Optimizer."})
-    train: TrainConfig = field(default_factory=_train_defaults, metadata={"help": "Training loop."})
+    train: FinetuneTrainConfig = field(default_factory=_train_defaults, metadata={"help": "Training loop."})
 
     def validate(self) -> None:
         """Cross-section checks."""

@@ -146,7 +146,7 @@ class TrainConfig:
         """Check value ranges."""
         for key in ("max_steps", "batch_size", "grad_accum", "ckpt_every", "keep_last", "log_every",
                     "max_nonfinite"):
-            if getattr(self, key) <= 0:
+            if getattr(self, key) is not None and getattr(self, key) <= 0:  # None: a subclass resolves it
                 raise ConfigError(f"train.{key} must be > 0, got {getattr(self, key)}")
         if self.image_every < 0:
             raise ConfigError(f"train.image_every must be >= 0, got {self.image_every}")

@@ -8,17 +8,24 @@ metadata). :func:`prepare_data` (scan + split) is shared with the evaluate and p
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import math
+import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from echocare.config import config_to_dict
+from safetensors.torch import load_file
+
+from echocare.config import ConfigError, config_to_dict
 from echocare.config.finetune import FinetuneConfig
-from echocare.data.labeled import EpochLoader, LabeledDataset, LabeledSet, ScanOptions, scan_dataset
+from echocare.data.labeled import EpochLoader, LabeledDataset, LabeledSet, ScanOptions, scan_dataset, steps_per_epoch
 from echocare.data.splits import group_key, subsample_groups, train_val_split
 from echocare.engine.trainer import Trainer
+from echocare.metrics import flatten_metrics
 from echocare.tasks.finetune import FinetuneTask, build_backbone, build_finetune_model, save_finetuned
 from echocare.tasks.finetune.evaluation import evaluate_dataset, headline
 from echocare.tasks.registry import get_task
@@ -26,7 +33,8 @@ from echocare.tasks.spec import TaskSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PreparedData", "make_dataset", "metric_kwargs", "prepare_data", "run_finetune", "scan_options"]
+__all__ = ["PreparedData", "make_dataset", "metric_kwargs", "prepare_data", "resolve_budget", "run_finetune",
+           "scan_options"]
 
 
 @dataclass
@@ -111,14 +119,72 @@ def write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
+def resolve_budget(cfg: FinetuneConfig, n_train: int, world_size: int) -> int:
+    """Optimizer steps of the run from ``train.max_steps`` and/or ``train.epochs``.
+
+    An epoch is ``steps_per_epoch(n_train, batch_size, world_size) // grad_accum`` optimizer steps (at
+    least 1); ``epochs`` is rounded up to whole steps. Neither set: 1000 steps.
+
+    Raises:
+        ConfigError: both are set and disagree.
+    """
+    t = cfg.train
+    if t.epochs is None:
+        return t.max_steps if t.max_steps is not None else 1000
+    per_epoch = max(1, steps_per_epoch(n_train, t.batch_size, world_size) // t.grad_accum)
+    steps = max(1, math.ceil(t.epochs * per_epoch))
+    if t.max_steps is not None and t.max_steps != steps:
+        raise ConfigError(f"train.max_steps={t.max_steps} and train.epochs={t.epochs:g} (= {steps} steps of "
+                          f"{per_epoch} per epoch) disagree; set one of them (the other to null)")
+    return steps
+
+
+def _sampling_weights(spec: TaskSpec, cfg: FinetuneConfig, records: list) -> list[float] | None:
+    """Class-balanced item weights (``data.balanced``): 1 / (items of the item's class)."""
+    if not cfg.data.balanced:
+        return None
+    if spec.class_of is None:
+        raise ConfigError(f"data.balanced=true needs a task with classes; {spec.name} has none")
+    labels = [spec.class_of(r) for r in records]
+    counts = Counter(labels)
+    logger.info("class-balanced sampling over %d classes (train counts %s)", len(counts), dict(sorted(counts.items())))
+    return [1.0 / counts[y] for y in labels]
+
+
+def _selection(spec: TaskSpec, cfg: FinetuneConfig) -> tuple[str, bool]:
+    metric = cfg.eval.select_metric or spec.headline[0]
+    return metric, metric in spec.lower_is_better
+
+
+def _validator(spec: TaskSpec, cfg: FinetuneConfig, val_ds: LabeledDataset, names: list[str], device: Any,
+               metric: str):
+    """``evaluate(task)`` for the trainer: headline metrics (plus the selection metric), no bootstrap."""
+    kw = dict(metric_kwargs(cfg), ci=False)
+
+    def evaluate(task: FinetuneTask) -> dict[str, float]:
+        report = evaluate_dataset(task.model, val_ds, spec, names, cfg.eval.batch_size, cfg.data.num_workers,
+                                  device, **kw)
+        flat = flatten_metrics(report)
+        if metric not in flat:
+            raise ConfigError(f"eval.select_metric={metric!r} is not a {spec.name} metric; choose from "
+                              f"{sorted(k for k, v in flat.items() if isinstance(v, (int, float)))}")
+        return {k: float(flat[k]) for k in (*spec.headline, metric) if isinstance(flat.get(k), (int, float))}
+
+    return evaluate
+
+
 def run_finetune(cfg: FinetuneConfig, output_dir: str | Path, resume: str | Path | None = None,
-                 scanned: Any = None) -> dict[str, Any]:
+                 scanned: LabeledSet | None = None) -> dict[str, Any]:
     """Fine-tune according to ``cfg`` into ``output_dir``.
 
+    With ``train.eval_every > 0`` the validation split is scored every N steps and ``model.safetensors``
+    (and ``metrics.json``) hold the weights of the best ``eval.select_metric`` value (``best_step``);
+    otherwise the final weights.
+
     Args:
-        cfg: Validated fine-tuning config.
+        cfg: Validated fine-tuning config (not modified).
         output_dir: Run directory (config.yaml, metrics.jsonl, checkpoints/, metrics.json, model.safetensors,
-            data_report.json).
+            data_report.json, best.safetensors with periodic validation).
         resume: None, "auto" or a checkpoint path (see the trainer).
         scanned: A pre-scanned ``LabeledSet`` of ``data.root`` (protocol runs reuse one scan).
 
@@ -128,8 +194,15 @@ def run_finetune(cfg: FinetuneConfig, output_dir: str | Path, resume: str | Path
     spec = get_task(cfg.task)
     out = Path(output_dir)
     data = prepare_data(cfg, scanned)  # data errors surface before accelerate is initialised
+    cfg = copy.deepcopy(cfg)
+    cfg.train.max_steps = resolve_budget(cfg, len(data.train_idx), int(os.environ.get("WORLD_SIZE", "1")))
+    train_records = [data.train.records[i] for i in data.train_idx]
+    weights = _sampling_weights(spec, cfg, train_records)
+    metric, lower = _selection(spec, cfg)
+    if cfg.train.eval_every and not data.val_idx:
+        raise ConfigError("train.eval_every > 0 needs a validation split (data.val_fraction > 0 or data.val_root)")
     trainer = Trainer(cfg.train, cfg.optim, out, config=cfg)
-    train_ds = make_dataset(spec, cfg, [data.train.records[i] for i in data.train_idx], train=True)
+    train_ds = make_dataset(spec, cfg, train_records, train=True)
     val_ds = make_dataset(spec, cfg, [data.val.records[i] for i in data.val_idx])
     if trainer.is_main:
         write_json(out / "data_report.json", data.report())
@@ -139,20 +212,28 @@ def run_finetune(cfg: FinetuneConfig, output_dir: str | Path, resume: str | Path
     model = build_finetune_model(backbone, spec, head_args, m.feature_norm, m.linear_probe)
     task = FinetuneTask(model, 1.0 if m.linear_probe else m.layer_decay)
     loader = EpochLoader(train_ds, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed, rank=trainer.rank,
-                         world_size=trainer.world_size, num_workers=cfg.data.num_workers)
-    logger.info("fine-tuning %s: %d train / %d val items, %d outputs, init %s%s", cfg.task, len(train_ds),
-                len(val_ds), data.train.num_outputs, m.init, " (linear probe)" if m.linear_probe else "")
-    result = trainer.fit(task, loader, resume=resume)
+                         world_size=trainer.world_size, num_workers=cfg.data.num_workers, weights=weights)
+    logger.info("fine-tuning %s: %d train / %d val items, %d outputs, init %s%s, %d steps", spec.name,
+                len(train_ds), len(val_ds), data.train.num_outputs, m.init,
+                " (linear probe)" if m.linear_probe else "", cfg.train.max_steps)
+    names = data.train.class_names
+    evaluate = _validator(spec, cfg, val_ds, names, trainer.device, metric) if cfg.train.eval_every else None
+    result = trainer.fit(task, loader, resume=resume, evaluate=evaluate, eval_every=cfg.train.eval_every,
+                         select_metric=metric if evaluate else None, lower_is_better=lower)
     summary: dict[str, Any] = {}
     if trainer.is_main:
-        meta = {"task": cfg.task, "head_args": head_args, "class_names": data.train.class_names,
-                "feature_norm": m.feature_norm, "config": config_to_dict(cfg), "step": result.step}
-        save_finetuned(model, out / "model.safetensors", meta)
-        summary = {"task": cfg.task, "step": result.step, "interrupted": result.interrupted,
+        summary = {"task": spec.name, "step": result.step, "interrupted": result.interrupted,
                    "split": "val", "n_train": len(train_ds), "n_items": len(val_ds)}
+        if result.best_weights is not None:
+            task.load_state_dict(load_file(str(result.best_weights)))
+            summary.update(best_step=result.best_step, selected_on=metric, best_value=result.best_value)
+            logger.info("model.safetensors: best %s=%.6g at step %d", metric, result.best_value, result.best_step)
+        meta = {"task": spec.name, "head_args": head_args, "class_names": names, "feature_norm": m.feature_norm,
+                "config": config_to_dict(cfg), "step": result.best_step or result.step}
+        save_finetuned(model, out / "model.safetensors", meta)
         if len(val_ds):
-            report = evaluate_dataset(model, val_ds, spec, data.train.class_names, cfg.eval.batch_size,
-                                      cfg.data.num_workers, trainer.device, **metric_kwargs(cfg))
+            report = evaluate_dataset(model, val_ds, spec, names, cfg.eval.batch_size, cfg.data.num_workers,
+                                      trainer.device, **metric_kwargs(cfg))
             summary.update(metrics=report, headline=headline(spec, report))
             logger.info("validation %s", json.dumps(summary["headline"]))
         else:
@@ -161,5 +242,3 @@ def run_finetune(cfg: FinetuneConfig, output_dir: str | Path, resume: str | Path
         write_json(out / "metrics.json", summary)
     trainer.accelerator.wait_for_everyone()
     return summary
-
-

@@ -173,3 +173,33 @@ def test_gray_conversion_16bit_rgb_and_rgb_mask_rejected(tmp_path):
     Image.fromarray(bad).save(tmp_path / "m.png")
     with pytest.raises(SourceError, match="grayscale"):
         load_mask(tmp_path / "m.png")
+
+
+def test_weighted_epoch_loader_is_balanced_deterministic_and_resumable():
+    class Ids(torch.utils.data.Dataset):
+        def __len__(self):
+            return 40
+
+        def __getitem__(self, i):
+            return {"index": i}
+
+    labels = [0] * 36 + [1] * 4  # 9:1 imbalance
+    counts = {0: 36, 1: 4}
+    weights = [1.0 / counts[y] for y in labels]
+
+    def epoch_items(loader):
+        return [i for b in loader for i in b["index"].tolist()]
+
+    loader = EpochLoader(Ids(), 4, seed=3, weights=weights)
+    drawn = [i for _ in range(10) for i in epoch_items(loader)]
+    minority = sum(labels[i] for i in drawn) / len(drawn)
+    assert 0.4 < minority < 0.6  # each class about equally likely (unweighted: 0.1)
+    a, b = EpochLoader(Ids(), 4, seed=3, weights=weights), EpochLoader(Ids(), 4, seed=3, weights=weights)
+    first = epoch_items(a)
+    it = iter(b)
+    next(it), next(it)
+    resumed = EpochLoader(Ids(), 4, seed=3, weights=weights)
+    resumed.load_state_dict(b.state_dict())
+    assert epoch_items(resumed) == first[8:]
+    with pytest.raises(ValueError, match="weights must be 40"):
+        EpochLoader(Ids(), 4, weights=[1.0] * 3)

@@ -1,14 +1,15 @@
 """A resumable, rank-aware epoch loader over a :class:`~echocare.data.labeled.dataset.LabeledDataset`.
 
 Each epoch draws a permutation from ``(seed, epoch)``, gives every process its strided share and
-cuts it into batches. ``state_dict()`` holds the epoch and the number of batches already handed
+cuts it into batches; with ``weights`` (e.g. class-balanced sampling) the epoch is instead ``len(dataset)``
+draws with replacement, each item with probability proportional to its weight. ``state_dict()`` holds the epoch and the number of batches already handed
 out, so a resumed run skips exactly those batches — without decoding them — and continues with
 the same order (the trainer checkpoints this position with the model).
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import DataLoader
@@ -30,12 +31,21 @@ class EpochLoader:
         world_size: Number of processes.
         num_workers: DataLoader worker processes.
         drop_last: Drop a last partial batch (only when at least one full batch exists).
+        weights: Per-item sampling weights (len(dataset), >= 0, some > 0) for weighted draws with
+            replacement; None = a permutation.
     """
 
     def __init__(self, dataset: LabeledDataset, batch_size: int, shuffle: bool = True, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, num_workers: int = 0, drop_last: bool = True) -> None:
+                 rank: int = 0, world_size: int = 1, num_workers: int = 0, drop_last: bool = True,
+                 weights: Sequence[float] | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.weights = None
+        if weights is not None:
+            w = np.asarray(weights, dtype=float)
+            if w.shape != (len(dataset),) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+                raise ValueError(f"weights must be {len(dataset)} finite values >= 0 with a positive sum")
+            self.weights = w / w.sum()
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -48,7 +58,11 @@ class EpochLoader:
 
     def _batches(self, epoch: int) -> list[list[int]]:
         n = len(self.dataset)
-        order = np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.weights is not None:
+            order = rng.choice(n, size=n, replace=True, p=self.weights)
+        else:
+            order = rng.permutation(n) if self.shuffle else np.arange(n)
         share = order[self.rank :: self.world_size].tolist()
         batches = [share[i : i + self.batch_size] for i in range(0, len(share), self.batch_size)]
         if self.drop_last and len(batches) > 1 and len(batches[-1]) < self.batch_size:
