@@ -20,7 +20,8 @@ def _help_config(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the config and run the engine; exit 0 when finished, 143/130 when stopped by a signal."""
+    """Load the config and run the pretraining job; exit 0 when finished, 143 when stopped by SIGTERM or SIGINT
+    (a checkpoint was written; a second signal stops at once with Python's KeyboardInterrupt)."""
     if args.help_config:
         return _help_config(args)
     from echocare.config import PretrainConfig
