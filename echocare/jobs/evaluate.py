@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from echocare.config import config_from_dict, config_to_yaml, load_config
 from echocare.config.finetune import FinetuneConfig

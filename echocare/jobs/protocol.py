@@ -9,8 +9,9 @@ import copy
 import csv
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from echocare.config.finetune import FinetuneConfig
 from echocare.data.labeled import scan_dataset

@@ -14,8 +14,9 @@ evaluation code stay generic (none of them compares task names):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from echocare.data.labeled.readers import Reader
 from echocare.data.labeled.records import Record

@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from echocare.engine.optim import build_param_groups
 from echocare.models import create_encoder
 from echocare.tasks.finetune import (
     FinetuneTask,
@@ -16,7 +17,6 @@ from echocare.tasks.finetune import (
     load_finetuned,
     save_finetuned,
 )
-from echocare.engine.optim import build_param_groups
 from echocare.tasks.finetune.evaluation import compute_metrics, headline
 
 

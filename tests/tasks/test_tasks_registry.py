@@ -10,9 +10,9 @@ from PIL import Image
 
 from echocare.config import load_config
 from echocare.config.finetune import FinetuneConfig
-from echocare.data.labeled import Record, ScanOptions, Scanned, SkipReport
-from echocare.data.labeled.readers import ReadContext
+from echocare.data.labeled import Record, Scanned, ScanOptions, SkipReport
 from echocare.data.labeled.media import load_gray, resize_image
+from echocare.data.labeled.readers import ReadContext
 from echocare.jobs.evaluate import evaluate_checkpoint
 from echocare.jobs.finetune import run_finetune
 from echocare.tasks.registry import get_task, list_tasks, register_task, unregister_task

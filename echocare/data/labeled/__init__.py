@@ -9,9 +9,9 @@ scanner and reader a fine-tuning task uses is recorded in its task-registry entr
 
 from echocare.data.labeled.dataset import LabeledDataset, collate_labeled, steps_per_epoch
 from echocare.data.labeled.loader import EpochLoader
-from echocare.data.labeled.records import Record, SkipReport
 from echocare.data.labeled.readers import ReadContext
-from echocare.data.labeled.scan import LabeledSet, ScanOptions, Scanned, scan_dataset
+from echocare.data.labeled.records import Record, SkipReport
+from echocare.data.labeled.scan import LabeledSet, Scanned, ScanOptions, scan_dataset
 
 __all__ = [
     "EpochLoader",

@@ -9,7 +9,8 @@ the same order (the trainer checkpoints this position with the model).
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from torch.utils.data import DataLoader

@@ -18,8 +18,9 @@ read_clip         ``image`` (T, 1, S, S) clip of adjacent frames, ``label`` long
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

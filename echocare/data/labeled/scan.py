@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from echocare.data.labeled.media import count_frames, load_mask
 from echocare.data.labeled.records import (
