@@ -1,5 +1,11 @@
-"""State of a training run: counters (checkpointed), the outcome of ``fit``, periodic validation, and the
-resolved-config check on resume.
+"""State of a training run: counters (checkpointed), the outcome of ``fit``, periodic validation, the objects
+of one ``fit`` call, and the resolved-config check on resume.
+
+Periodic validation: ``Trainer.fit(..., evaluate=fn, eval_every=N, select_metric=name, lower_is_better=...)``
+calls ``fn(task) -> {name: float}`` on the main process every N optimizer steps (and at the last step), logs
+the values to ``metrics.jsonl`` as ``val/<name>`` and keeps the weights of the best ``select_metric`` value
+(strict improvements only) in ``RUN/best.safetensors``; the best value and step are part of
+:class:`TrainState`, so a resumed run keeps comparing against them.
 
 The checkpoint's ``trainer_state.json`` holds :class:`TrainState` plus the flattened resolved config and
 its hash. Keys in :data:`RESUME_SAFE_KEYS` may change between a run and its resume (they do not change
@@ -12,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +28,13 @@ from typing import Any
 from torch import nn
 
 from echocare.config import config_to_dict
+from echocare.engine.logging_utils import MetricsLogger
 
-__all__ = ["BEST_FILE", "RESUME_SAFE_KEYS", "ConfigChangedError", "Evaluation", "FitResult", "NonFiniteLossError",
-           "TrainState", "changed_keys", "config_hash", "flatten_config"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["BEST_FILE", "RESUME_SAFE_KEYS", "ConfigChangedError", "Evaluation", "FitResult", "FitSession",
+           "NonFiniteLossError", "StepWindow", "TrainState", "changed_keys", "check_resume_config", "config_hash",
+           "flatten_config"]
 
 class NonFiniteLossError(RuntimeError):
     """Too many consecutive optimizer steps had a non-finite loss."""
@@ -127,3 +139,59 @@ class Evaluation:
 def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Flattened keys whose values differ (ignoring :data:`RESUME_SAFE_KEYS`)."""
     return sorted(k for k in set(old) | set(new) if k not in RESUME_SAFE_KEYS and old.get(k) != new.get(k))
+
+
+def check_resume_config(saved: dict[str, Any], current: dict[str, Any] | None, allow: bool, path: Path) -> None:
+    """Compare the flattened resolved config with the one a checkpoint's state was written under.
+
+    Raises:
+        ConfigChangedError: keys differ and ``allow`` is false (with ``allow`` the change is logged).
+    """
+    old = saved.get("config")
+    if current is None or old is None:
+        return
+    if config_hash(current) == saved.get("config_hash", config_hash(old)):
+        return
+    changed = changed_keys(old, current)
+    if not changed:
+        return
+    detail = ", ".join(f"{k}: {old.get(k)!r} -> {current.get(k)!r}" for k in changed[:8])
+    more = f" (+{len(changed) - 8} more)" if len(changed) > 8 else ""
+    if allow:
+        logger.warning("resuming %s with a changed config (train.allow_config_change=true): %s%s", path, detail, more)
+        return
+    raise ConfigChangedError(f"resume {path}: the config differs from the checkpoint's in {detail}{more}; "
+                             "restore it or set train.allow_config_change=true")
+
+
+@dataclass
+class StepWindow:
+    """Sums between two metrics.jsonl lines."""
+
+    sums: dict[str, Any] = field(default_factory=dict)
+    n: int = 0
+    images: int = 0
+    t0: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class FitSession:
+    """Everything one :meth:`Trainer.fit` call works with (created by ``Trainer._start``, dropped at the end)."""
+
+    task: nn.Module  # unwrapped (prepare wraps it for DDP / DeepSpeed)
+    model: nn.Module  # prepared
+    optimizer: Any
+    scheduler: Any
+    data: Iterable[dict]
+    metrics: MetricsLogger
+    forward_ctx: Callable
+    evaluation: Evaluation
+    state: TrainState
+    result: FitResult
+    progress: Any = None
+    iterator: Iterator[dict] | None = None
+    window: StepWindow = field(default_factory=StepWindow)
+    consecutive_bad: int = 0
+    grad_norm: Any = None
+    lr: float = 0.0
+    last_batch: dict | None = None

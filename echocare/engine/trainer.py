@@ -33,15 +33,8 @@ Usage::
     loader = build_loader(...)            # after the Trainer: the process group exists now
     result = trainer.fit(task, loader, resume="auto")
 
-Periodic validation: ``fit(..., evaluate=fn, eval_every=N, select_metric="macro_f1")`` calls
-``fn(task) -> {name: float}`` on the main process every N optimizer steps (and at the last step), logs
-the values to ``metrics.jsonl`` as ``val/<name>`` and keeps the weights of the best ``select_metric``
-value (``lower_is_better`` sets the direction) in ``RUN/best.safetensors``; the best value and step
-are part of the checkpointed trainer state, so a resumed run keeps comparing against them.
-
-Resume safety: the checkpoint state holds the resolved config (flattened, minus the keys in
-:data:`RESUME_SAFE_KEYS` that may change between launches); resuming with a different config fails with
-:class:`ConfigChangedError` naming the changed keys, unless ``train.allow_config_change`` is true.
+Periodic validation (``fit(..., evaluate=fn, eval_every=N, select_metric=...)``) and the resolved-config
+check on resume are described in :mod:`echocare.engine.state`.
 
 ``Trainer`` owns accelerate (single process, DDP, DeepSpeed ZeRO-1/2), the
 optimizer and per-step warmup+cosine schedule, gradient accumulation and
@@ -54,11 +47,8 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -78,53 +68,22 @@ from echocare.engine.distributed import (
 from echocare.engine.logging_utils import MetricsLogger, make_progress
 from echocare.engine.optim import build_optimizer, build_param_groups
 from echocare.engine.schedule import build_scheduler
+from echocare.engine.signals import StopFlag, catch_stop_signals
 from echocare.engine.state import (
     BEST_FILE,
-    ConfigChangedError,
     Evaluation,
     FitResult,
+    FitSession,
     NonFiniteLossError,
+    StepWindow,
     TrainState,
-    changed_keys,
+    check_resume_config,
     config_hash,
     flatten_config,
 )
 from echocare.engine.viz import plot_loss_curve, save_panel_grid
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class _Window:
-    """Sums between two metrics.jsonl lines."""
-
-    sums: dict[str, Any] = field(default_factory=dict)
-    n: int = 0
-    images: int = 0
-    t0: float = field(default_factory=time.perf_counter)
-
-
-@dataclass
-class _Session:
-    """Everything one :meth:`Trainer.fit` call works with (created by ``_start``, dropped at the end)."""
-
-    task: nn.Module  # unwrapped (prepare wraps it for DDP / DeepSpeed)
-    model: nn.Module  # prepared
-    optimizer: Any
-    scheduler: Any
-    data: Iterable[dict]
-    metrics: MetricsLogger
-    forward_ctx: Callable
-    evaluation: Evaluation
-    state: TrainState
-    result: FitResult
-    progress: Any = None
-    iterator: Iterator[dict] | None = None
-    window: _Window = field(default_factory=_Window)
-    consecutive_bad: int = 0
-    grad_norm: Any = None
-    lr: float = 0.0
-    last_batch: dict | None = None
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:
@@ -165,8 +124,8 @@ class Trainer:
         self.derived = derive_schedule(train, optim, self.accelerator.num_processes)
         self.ckpt = CheckpointManager(self.run_dir / "checkpoints", keep_last=train.keep_last)
         self.config_flat = flatten_config(config) if config is not None else None
-        self._stop_signal: int | None = None
-        self._session: _Session | None = None
+        self._stop = StopFlag()
+        self._session: FitSession | None = None
         set_seed(train.seed)
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -192,28 +151,6 @@ class Trainer:
     def device(self) -> torch.device:
         """Device of this process."""
         return self.accelerator.device
-
-    # ------------------------------------------------------------------ signals
-    @contextmanager
-    def _signals(self):
-        def handler(signum, _frame):
-            if self._stop_signal is not None:  # second signal: stop now, without a checkpoint
-                raise KeyboardInterrupt(f"signal {signum} received twice")
-            logger.warning("received signal %d: checkpointing at the end of this step "
-                           "(send it again to stop immediately)", signum)
-            self._stop_signal = signum
-
-        previous = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                previous[sig] = signal.signal(sig, handler)
-            except ValueError:  # not the main thread
-                pass
-        try:
-            yield
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
 
     def _any(self, flag: bool) -> bool:
         """True on every rank when ``flag`` is true on any rank."""
@@ -248,7 +185,7 @@ class Trainer:
         session = self._start(task, data, resume, Evaluation(evaluate, eval_every, select_metric, lower_is_better))
         self._session = session
         try:
-            with self._signals():
+            with catch_stop_signals(self._stop):
                 self._loop(session)
         finally:
             session.metrics.close()
@@ -260,7 +197,7 @@ class Trainer:
         return session.result
 
     def _start(self, task: nn.Module, data: Iterable[dict], resume: str | Path | None,
-               evaluation: Evaluation) -> _Session:
+               evaluation: Evaluation) -> FitSession:
         """Optimizer, schedule, accelerate preparation, resume (with the config check), loggers."""
         from accelerate.utils import set_seed
 
@@ -286,7 +223,8 @@ class Trainer:
         ckpt_path = self.ckpt.resolve(resume)
         if ckpt_path is not None:
             saved, loader_state = self.ckpt.load(acc, ckpt_path)
-            self._check_config(saved, ckpt_path)
+            check_resume_config(saved, self.config_flat, getattr(self.train_cfg, "allow_config_change", False),
+                                ckpt_path)
             state.restore(saved)
             if loader_state is not None and hasattr(data, "load_state_dict"):
                 data.load_state_dict(loader_state)
@@ -303,29 +241,10 @@ class Trainer:
         result = FitResult(step=state.step, nonfinite_skipped=state.nonfinite_skipped, best_value=state.best_value,
                            best_step=state.best_step, best_weights=best if state.best_step is not None else None)
         progress = make_progress(tc.max_steps, state.step, tc.progress and self.is_main)
-        return _Session(task, model, optimizer, scheduler, data, metrics, forward_ctx, evaluation, state, result,
+        return FitSession(task, model, optimizer, scheduler, data, metrics, forward_ctx, evaluation, state, result,
                         progress)
 
-    def _check_config(self, saved: dict[str, Any], path: Path) -> None:
-        """Compare the resolved config with the one the checkpoint was written under."""
-        old = saved.get("config")
-        if self.config_flat is None or old is None:
-            return
-        if config_hash(self.config_flat) == saved.get("config_hash", config_hash(old)):
-            return
-        changed = changed_keys(old, self.config_flat)
-        if not changed:
-            return
-        detail = ", ".join(f"{k}: {old.get(k)!r} -> {self.config_flat.get(k)!r}" for k in changed[:8])
-        more = f" (+{len(changed) - 8} more)" if len(changed) > 8 else ""
-        if getattr(self.train_cfg, "allow_config_change", False):
-            logger.warning("resuming %s with a changed config (train.allow_config_change=true): %s%s", path,
-                           detail, more)
-            return
-        raise ConfigChangedError(f"resume {path}: the config differs from the checkpoint's in {detail}{more}; "
-                                 "restore it or set train.allow_config_change=true")
-
-    def _loop(self, s: _Session) -> None:
+    def _loop(self, s: FitSession) -> None:
         """Optimizer steps until ``train.max_steps`` or a stop signal."""
         tc = self.train_cfg
         s.model.train()
@@ -341,7 +260,7 @@ class Trainer:
                 self._visualize(s, step)
             if s.evaluation.due(step, tc.max_steps):
                 self._evaluate(s, step)
-            stop = self._any(self._stop_signal is not None)
+            stop = self._any(self._stop.signal is not None)
             if step % tc.ckpt_every == 0 or step == tc.max_steps or stop:
                 s.result.last_checkpoint = self._save(s, step)
             if stop:
@@ -349,7 +268,7 @@ class Trainer:
                 logger.warning("stopped by signal at step %d; resume with --resume auto", step)
                 break
 
-    def _next_batch(self, s: _Session) -> dict:
+    def _next_batch(self, s: FitSession) -> dict:
         """The next batch; an exhausted iterable starts its next epoch."""
         for attempt in range(2):
             if s.iterator is None:
@@ -364,7 +283,7 @@ class Trainer:
         raise RuntimeError("the data stream yielded no batch in a whole pass; check data.shards and the "
                            "number of samples per process (batch_size x processes)")
 
-    def _accumulate(self, s: _Session) -> bool:
+    def _accumulate(self, s: FitSession) -> bool:
         """Forward + backward over ``train.grad_accum`` micro-batches; False if a loss was non-finite."""
         tc, acc = self.train_cfg, self.accelerator
         ok = True
@@ -391,14 +310,14 @@ class Trainer:
         return ok
 
     @staticmethod
-    def _add_to_window(window: _Window, loss: torch.Tensor, logs: dict[str, Any]) -> None:
+    def _add_to_window(window: StepWindow, loss: torch.Tensor, logs: dict[str, Any]) -> None:
         window.sums["loss"] = window.sums.get("loss", 0.0) + loss.detach().float()
         for name, value in logs.items():
             value = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
             window.sums[name] = window.sums.get(name, 0.0) + value
         window.n += 1
 
-    def _skip_step(self, s: _Session) -> None:
+    def _skip_step(self, s: FitSession) -> None:
         """Drop the gradients of a step with a non-finite loss; abort after too many in a row."""
         s.optimizer.zero_grad(set_to_none=True)
         s.state.nonfinite_skipped += 1
@@ -411,7 +330,7 @@ class Trainer:
                 "optim.clip_grad, or check the data (see the warnings above for batch keys)"
             )
 
-    def _optimizer_step(self, s: _Session) -> None:
+    def _optimizer_step(self, s: FitSession) -> None:
         """Clip, step optimizer and schedule, count the step."""
         oc, acc = self.optim_cfg, self.accelerator
         s.consecutive_bad = 0
@@ -426,7 +345,7 @@ class Trainer:
         if s.progress is not None:
             s.progress.update(1)
 
-    def _log(self, s: _Session) -> dict:
+    def _log(self, s: FitSession) -> dict:
         """Reduce the window over ranks, write one metrics.jsonl line, start a new window."""
         acc, w = self.accelerator, s.window
         names = sorted(w.sums)
@@ -450,10 +369,10 @@ class Trainer:
         if s.progress is not None:
             s.progress.set_postfix(loss=f"{values['loss']:.4f}", img_s=f"{values['img_per_s']:.1f}",
                                    lr=f"{values['lr']:.2e}", refresh=False)
-        s.window = _Window()
+        s.window = StepWindow()
         return {"step": s.state.step, **values}
 
-    def _evaluate(self, s: _Session, step: int) -> None:
+    def _evaluate(self, s: FitSession, step: int) -> None:
         """Run the evaluation callback (main process), log ``val/*``, keep the best weights."""
         ev = s.evaluation
         if self.is_main:
@@ -478,7 +397,7 @@ class Trainer:
                     logger.info("new best %s=%.6g at step %d", ev.metric, s.state.best_value, step)
         self._sync_best(s)
 
-    def _sync_best(self, s: _Session) -> None:
+    def _sync_best(self, s: FitSession) -> None:
         """Every rank holds the main process's best value/step (they are checkpointed from rank 0 only)."""
         if self.world_size == 1:
             return
@@ -488,7 +407,7 @@ class Trainer:
         broadcast_object_list(box, from_process=0)
         s.state.best_value, s.state.best_step = box[0]
 
-    def _save_best(self, s: _Session) -> Path:
+    def _save_best(self, s: FitSession) -> Path:
         path = self.run_dir / BEST_FILE
         tmp = path.with_name(path.name + ".tmp")
         state = {k: v.detach().to("cpu").clone().contiguous() for k, v in s.task.state_dict().items()}
@@ -496,7 +415,7 @@ class Trainer:
         tmp.replace(path)
         return path
 
-    def _visualize(self, s: _Session, step: int) -> None:
+    def _visualize(self, s: FitSession, step: int) -> None:
         if s.last_batch is None or not self.is_main or zero_stage(self.accelerator) >= 3:
             return
         task = s.task  # not accelerator.unwrap_model: that imports deepspeed (slow) when installed
@@ -517,7 +436,7 @@ class Trainer:
         finally:
             task.train(was_training)
 
-    def _save(self, s: _Session, step: int) -> Path:
+    def _save(self, s: FitSession, step: int) -> Path:
         loader_state = s.data.state_dict() if hasattr(s.data, "state_dict") else None
         trainer_state = {k: v for k, v in s.state.to_dict().items() if k != "step"}
         if self.config_flat is not None:
