@@ -125,7 +125,6 @@ class Trainer:
         self.ckpt = CheckpointManager(self.run_dir / "checkpoints", keep_last=train.keep_last)
         self.config_flat = flatten_config(config) if config is not None else None
         self._stop = StopFlag()
-        self._session: FitSession | None = None
         set_seed(train.seed)
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -180,10 +179,9 @@ class Trainer:
 
         Raises:
             NonFiniteLossError: ``train.max_nonfinite`` consecutive steps had a non-finite loss.
-            ConfigChangedError: resuming with a different resolved config (see module docstring).
+            ConfigChangedError: resuming with a different resolved config (see :mod:`echocare.engine.state`).
         """
         session = self._start(task, data, resume, Evaluation(evaluate, eval_every, select_metric, lower_is_better))
-        self._session = session
         try:
             with catch_stop_signals(self._stop):
                 self._loop(session)
@@ -191,7 +189,6 @@ class Trainer:
             session.metrics.close()
             if session.progress is not None:
                 session.progress.close()
-            self._session = None
         if self.is_main:
             plot_loss_curve(session.metrics.path, self.run_dir / "loss_curve.png")
         return session.result
