@@ -87,17 +87,17 @@ def key_path(path: str, key: str | int) -> str:
 def unknown_key(path: str, candidates: Iterable[str], here: Iterable[str]) -> SchemaError:
     """Error for an unknown key ``path``: close matches among ``candidates``, else the keys ``here``.
 
-    A candidate matches when the whole path or its last key is similar (difflib ratio >= 0.75), so
-    ``max_steps`` suggests ``train.max_steps`` and ``train.max_stpes`` does not suggest ``train.batch_size``.
+    Candidates are compared by their last key (difflib ratio >= 0.75), those under the same parent
+    first, so ``train.max_stpes`` suggests ``train.max_steps`` and ``max_steps`` also finds it.
     """
+    parent, _, leaf = path.rpartition(".")
 
-    def score(candidate: str) -> float:
-        whole = difflib.SequenceMatcher(None, path, candidate).ratio()
-        leaf = difflib.SequenceMatcher(None, path.rsplit(".", 1)[-1], candidate.rsplit(".", 1)[-1]).ratio()
-        return max(whole, leaf)
+    def rank(candidate: str) -> tuple[float, bool]:
+        cand_parent, _, cand_leaf = candidate.rpartition(".")
+        return -difflib.SequenceMatcher(None, leaf, cand_leaf).ratio(), cand_parent != parent
 
-    scored = sorted(((score(c), c) for c in candidates), key=lambda sc: -sc[0])
-    close = [c for s, c in scored if s >= 0.75][:3]
+    ranked = sorted((rank(c), c) for c in candidates)
+    close = [c for (neg_ratio, _), c in ranked if -neg_ratio >= 0.75][:3]
     if close:
         return SchemaError(path, f"unknown key (did you mean {' or '.join(repr(c) for c in close)}?)")
     return SchemaError(path, f"unknown key; valid keys: {', '.join(here)}")
@@ -177,9 +177,10 @@ def _yaml_name(value: Any) -> str:
 def coerce(value: Any, tp: Any, path: str = "", text: bool = False, candidates: Iterable[str] | None = None) -> Any:
     """Convert a parsed YAML value to the type ``tp``.
 
-    Numbers may come as strings ("1e-4", which YAML 1.1 reads as a string), strings accept numbers
-    (a folder named 2024), and ``null``/``none``/``~`` fill an ``Optional``. With ``text=True`` (a
-    ``--set`` value) a string also becomes a list by splitting on commas and a scalar a one-element list.
+    Numbers may come as strings ("1e-4", which YAML 1.1 reads as a string) and ``null``/``none``/``~``
+    fill an ``Optional``. A string field takes only a YAML string (quote ``"2024"``; ``country: NO``
+    is YAML's false and is refused). With ``text=True`` (a ``--set`` value) a number is also a string,
+    a string becomes a list by splitting on commas and a scalar a one-element list.
 
     Args:
         value: The parsed value.
@@ -239,6 +240,8 @@ def coerce(value: Any, tp: Any, path: str = "", text: bool = False, candidates: 
     scalar = _SCALARS.get(tp)
     if scalar is None:
         raise SchemaError(path, f"unsupported field type {tp!r}")
+    if text and tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
     out = scalar(value)
     if out is _INVALID:
         raise SchemaError(path, f"expected {describe(tp)}, got {value!r}")
@@ -302,11 +305,7 @@ def _to_bool(value: Any) -> Any:
 
 
 def _to_str(value: Any) -> Any:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)  # a folder named 2024, a version 1.0
-    return _INVALID
+    return value if isinstance(value, str) else _INVALID
 
 
 _SCALARS: dict[Any, Callable[[Any], Any]] = {int: _to_int, float: _to_float, bool: _to_bool, str: _to_str}
