@@ -340,14 +340,17 @@ def build(cls: type[T], data: Any, path: str = "", text: bool = False,
 def merge(obj: Any, data: Any, path: str = "", text: bool = False, candidates: Iterable[str] | None = None) -> None:
     """Override fields of the dataclass instance ``obj`` from a mapping (nested sections merge in place).
 
-    ``None`` for a whole section means "no changes". See :func:`build` for the arguments and errors.
+    A mapping given for a field that holds a dataclass merges into it; ``None`` for a required section
+    means "no changes" (for an ``Optional`` one it sets ``None``). See :func:`build` for the arguments
+    and errors.
     """
     fields = fields_of(type(obj))
     check_keys(data, fields, path, candidates)
     for name, value in data.items():
-        tp = fields[name][1]
-        if is_schema(tp) and not isinstance(value, tp):
-            merge(getattr(obj, name), {} if value is None else value, key_path(path, name), text, candidates)
+        tp, current = fields[name][1], getattr(obj, name)
+        section = dataclasses.is_dataclass(current) and not isinstance(current, type)
+        if section and (isinstance(value, Mapping) or (value is None and is_schema(tp))):
+            merge(current, value or {}, key_path(path, name), text, candidates)
         else:
             setattr(obj, name, coerce(value, tp, key_path(path, name), text, candidates))
 
