@@ -96,7 +96,8 @@ def test_document_errors(tmp_path) -> None:
         load_ontology(bad)
     dup = tmp_path / "dup.yaml"
     dup.write_text("nodes:\n  - {id: a}\n  - {id: a}\n")
-    with pytest.raises(OntologyError, match=r"ontology \S*dup\.yaml: nodes\[1\]\.id: duplicate id 'a' \(first at nodes\[0\]\)"):
+    with pytest.raises(OntologyError,
+                       match=r"ontology \S*dup\.yaml: nodes\[1\]\.id: duplicate id 'a' \(first at nodes\[0\]\)"):
         load_ontology(dup)
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_ontology(tmp_path / "nope.yaml")
