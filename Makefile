@@ -26,3 +26,4 @@ bench: $(STAMP)
 	$(PY) bench/hier_loss.py
 	$(PY) bench/data_pipeline.py
 	$(PY) bench/pretrain_step.py
+	$(PY) bench/phantom_shards.py

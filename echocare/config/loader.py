@@ -8,53 +8,47 @@ Usage::
 Works for any (nested) dataclass whose fields are typed with ``int``, ``float``,
 ``bool``, ``str``, ``list[T]``, ``Optional[T]``, ``Literal[...]`` or another
 dataclass, so fine-tuning configs reuse it unchanged. A YAML file holds only
-the differences from the defaults. Errors are :class:`ConfigError` naming the
-offending key, with close matches for unknown keys and the valid choices for
-``Literal`` fields. After loading, every dataclass's optional ``validate()``
-runs, innermost sections first.
+the differences from the defaults. Reading and typing go through
+:mod:`echocare.typed`, the one YAML mechanism shared with manifests and
+ontologies; errors are :class:`ConfigError` in its style, e.g.
+``config r.yaml: train.max_stpes: unknown key (did you mean 'train.max_steps'?)``
+or ``--set train.precision: expected one of auto, bf16, fp16, fp32, got 'bf32'``.
+After loading, every dataclass's optional ``validate()`` runs, innermost
+sections first.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import types
 from pathlib import Path
-from typing import Any, Iterable, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Iterable, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
 from echocare.config.errors import ConfigError
+from echocare.typed import SchemaError, fields_of, is_schema, key_path, merge, read_yaml, unknown_key
+from echocare.typed import coerce as _coerce
 
 T = TypeVar("T")
-
-
-def _fields(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
-    hints = get_type_hints(cls)
-    return {f.name: (f, hints[f.name]) for f in dataclasses.fields(cls) if f.init}
 
 
 def all_keys(cls: type, prefix: str = "") -> list[str]:
     """Every dotted leaf key of a config dataclass, e.g. ``["model.name", ...]``."""
     keys: list[str] = []
-    for name, (_, tp) in _fields(cls).items():
-        if dataclasses.is_dataclass(tp):
+    for name, (_, tp) in fields_of(cls).items():
+        if is_schema(tp):
             keys.extend(all_keys(tp, f"{prefix}{name}."))
         else:
             keys.append(f"{prefix}{name}")
     return keys
 
 
-def _unknown_key(key: str, root: type) -> ConfigError:
-    valid = all_keys(root)
-    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-    return ConfigError(f"unknown key '{key}'{hint} valid: {', '.join(valid)}")
-
-
 def _type_name(tp: Any) -> str:
     origin = get_origin(tp)
+    if origin is Annotated:
+        return _type_name(get_args(tp)[0])
     if origin is Literal:
         return "{" + ",".join(str(a) for a in get_args(tp)) + "}"
     if origin in (Union, types.UnionType):
@@ -66,10 +60,13 @@ def _type_name(tp: Any) -> str:
 
 
 def coerce(value: Any, tp: Any, key: str) -> Any:
-    """Convert ``value`` (from YAML or a ``--set`` string) to the field type ``tp``.
+    """Convert ``value`` (a ``--set`` string or parsed YAML) to the field type ``tp``.
+
+    The command-line flavour of :func:`echocare.typed.coerce`: strings also become lists by
+    splitting on commas.
 
     Args:
-        value: Parsed YAML value.
+        value: Parsed YAML value or override string.
         tp: The resolved type annotation of the field.
         key: Dotted key, used in error messages.
 
@@ -77,125 +74,43 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         The converted value.
 
     Raises:
-        ConfigError: The value does not fit the type; the message names ``key``.
+        ConfigError: The value does not fit the type; the message names ``key`` and the value.
     """
-    origin = get_origin(tp)
-    if origin in (Union, types.UnionType):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("null", "none", "~")):
-            if type(None) in get_args(tp):
-                return None
-        errors = []
-        for arg in args:
-            try:
-                return coerce(value, arg, key)
-            except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} is not a {_type_name(tp)}")
-    if origin is Literal:
-        choices = get_args(tp)
-        if value in choices:
-            return value
-        raise ConfigError(f"{key}: invalid choice {value!r}; valid choices: {', '.join(map(str, choices))}")
-    if origin in (list, tuple):
-        (item_tp, *_) = get_args(tp) or (Any,)
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()] if value.strip() else []
-        if isinstance(value, (int, float, bool)):
-            value = [value]  # "--set optim.betas=0.9" parses as a scalar: a one-element list
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
-            return value.lower() in ("true", "yes", "on", "1")
-        raise ConfigError(f"{key}: expected a bool (true/false), got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an int, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.replace("_", ""))
-            except ValueError:
-                try:
-                    as_float = float(value)
-                except ValueError:
-                    as_float = float("nan")
-                if as_float.is_integer():
-                    return int(as_float)
-        raise ConfigError(f"{key}: expected an int, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a float, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)  # YAML 1.1 reads "1e-4" as a string
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a float, got {value!r}")
-    if tp is str:
-        if isinstance(value, (dict, list)) or value is None:
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return str(value)
-    if tp is dict or origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
-    if tp is Any:
-        return value
-    raise ConfigError(f"{key}: unsupported field type {tp!r}")
-
-
-def _merge(obj: Any, data: dict, prefix: str, root: type) -> None:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
-    fields = _fields(type(obj))
-    for name, value in data.items():
-        key = f"{prefix}{name}"
-        if name not in fields:
-            raise _unknown_key(key, root)
-        _, tp = fields[name]
-        if dataclasses.is_dataclass(tp):
-            _merge(getattr(obj, name), value or {}, f"{key}.", root)
-        else:
-            setattr(obj, name, coerce(value, tp, key))
+    try:
+        return _coerce(value, tp, key, text=True)
+    except SchemaError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _set(obj: Any, dotted: str, raw: str, root: type) -> None:
+    """Apply one ``--set dotted=raw`` override (raises :class:`SchemaError`)."""
     parts = dotted.split(".")
     target = obj
     for i, part in enumerate(parts):
-        fields = _fields(type(target))
+        fields = fields_of(type(target))
         if part not in fields:
-            raise _unknown_key(dotted, root)
-        _, tp = fields[part]
+            here = [key_path(".".join(parts[:i]), name) for name in fields]
+            raise unknown_key(dotted, all_keys(root), here)
+        tp = fields[part][1]
         if i == len(parts) - 1:
-            if dataclasses.is_dataclass(tp):
-                first = next(iter(_fields(tp)))
-                raise ConfigError(f"'{dotted}' is a section; set one of its keys, e.g. '{dotted}.{first}'")
-            value = raw
+            if is_schema(tp):
+                first = next(iter(fields_of(tp)))
+                raise SchemaError(dotted, f"is a section; set one of its keys, e.g. {dotted}.{first}")
+            value: Any = raw
             if get_origin(tp) is not Literal and tp is not str:
                 try:
                     value = yaml.safe_load(raw) if raw.strip() else raw
                 except yaml.YAMLError:
                     value = raw
-            setattr(target, part, coerce(value, tp, dotted))
+            setattr(target, part, _coerce(value, tp, dotted, text=True))
         else:
-            if not dataclasses.is_dataclass(tp):
-                raise _unknown_key(dotted, root)
+            if not is_schema(tp):
+                raise unknown_key(dotted, all_keys(root), [".".join(parts[: i + 1])])
             target = getattr(target, part)
 
 
 def _validate(obj: Any) -> None:
-    for name in _fields(type(obj)):
+    for name in fields_of(type(obj)):
         value = getattr(obj, name)
         if dataclasses.is_dataclass(value):
             _validate(value)
@@ -226,20 +141,18 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Iterabl
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
-        with path.open() as fh:
-            try:
-                data = yaml.safe_load(fh) or {}
-            except yaml.YAMLError as err:
-                raise ConfigError(f"{path}: invalid YAML: {err}") from err
         try:
-            _merge(cfg, data, "", cls)
-        except ConfigError as err:
-            raise ConfigError(f"{path}: {err}") from None
+            merge(cfg, read_yaml(path) or {}, "", candidates=all_keys(cls))
+        except SchemaError as err:
+            raise ConfigError(f"config {path}: {err}") from None
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key=value (e.g. train.max_steps=100)")
+            raise ConfigError(f"--set {item!r} must look like key=value (e.g. train.max_steps=100)")
         key, raw = item.split("=", 1)
-        _set(cfg, key.strip(), raw, cls)
+        try:
+            _set(cfg, key.strip(), raw, cls)
+        except SchemaError as err:
+            raise ConfigError(f"--set {err}") from None
     if validate:
         _validate(cfg)
     return cfg
@@ -253,7 +166,10 @@ def config_to_dict(cfg: Any) -> dict:
 def config_from_dict(cls: type[T], data: dict, validate: bool = True) -> T:
     """Rebuild a config from :func:`config_to_dict` output (e.g. a run's config.yaml)."""
     cfg = cls()
-    _merge(cfg, data, "", cls)
+    try:
+        merge(cfg, data, "", candidates=all_keys(cls))
+    except SchemaError as err:
+        raise ConfigError(f"config: {err}") from None
     if validate:
         _validate(cfg)
     return cfg
@@ -282,9 +198,9 @@ def describe_config(cls: type, prefix: str = "") -> list[tuple[str, str, str, st
     """``(key, type, default, help)`` rows for every leaf key, for --help and docs."""
     rows: list[tuple[str, str, str, str]] = []
     defaults = cls()
-    for name, (f, tp) in _fields(cls).items():
+    for name, (f, tp) in fields_of(cls).items():
         key = f"{prefix}{name}"
-        if dataclasses.is_dataclass(tp):
+        if is_schema(tp):
             rows.extend(describe_config(tp, f"{key}."))
             continue
         default = json.dumps(getattr(defaults, name))

@@ -2,18 +2,25 @@
 
 Everything is validated before any file is decoded: unknown keys, duplicate
 dataset names, missing roots, bad kinds / modalities / regexes and label paths
-the ontology does not know are errors whose message names the culprit. See
+the ontology does not know are errors whose message names the key path and the
+value, e.g. ``manifest m.yaml: datasets[0].kind: expected one of images, video,
+dicom, image_sets, got 'movies' (dataset 'us')``. The document's shape is the
+``_*Doc`` dataclasses below, read through :mod:`echocare.typed` (the same
+mechanism as run configs and ontologies); this module then resolves what the
+types cannot say (roots, ontology paths, regexes, top-level defaults). See
 ``docs/data.md`` for the reference of every key.
 """
 
 from __future__ import annotations
 
 import re
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Annotated, Any, Literal, Optional, Union
 
-import yaml
+from echocare.ontology import load_ontology
+from echocare.typed import Check, SchemaError, at_least, build, fields_of, key_path, note, read_yaml
 
 KINDS = ("images", "video", "dicom", "image_sets")
 MODALITIES = {m.lower(): m for m in ("B-mode", "CEUS", "Doppler", "M-mode", "elastography")}
@@ -23,17 +30,106 @@ DEFAULT_INCLUDE = {
     "video": ["**/*.mp4", "**/*.avi", "**/*.mov", "**/*.mkv", "**/*.webm", "**/*.wmv", "**/*.mpg", "**/*.mpeg"],
     "dicom": ["**/*.dcm", "**/*.dicom", "**/*.DCM"],
 }
-TOP_KEYS = {"ontology", "image_size", "min_nonzero_pixels", "format", "jpeg_quality", "shard_max_bytes",
-            "shard_max_count", "dedup", "crop", "frame_stride", "noise_frames", "near_duplicates", "datasets"}
-DATASET_KEYS = {"name", "root", "kind", "include", "exclude", "label", "labels", "label_space", "metadata",
-                "group_regex", "frame_stride", "crop", "near_duplicates", "noise_frames", "min_nonzero_pixels"}
-RULE_KEYS = {"folder", "regex", "path", "paths"}
-METADATA_KEYS = {"modality", "scanning_mode", "device", "country", "licence", "extra"}
-DEDUP_KEYS = {"exact", "hash", "hash_size", "near_scope"}
-NOISE_KEYS = {"eps", "min_samples"}
 _SIZE_RE = re.compile(r"^\s*([0-9.]+)\s*([kmgt]?i?b?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 1e3, "kb": 1e3, "kib": 1024, "m": 1e6, "mb": 1e6, "mib": 1024**2,
           "g": 1e9, "gb": 1e9, "gib": 1024**3, "t": 1e12, "tb": 1e12, "tib": 1024**4}
+_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
+
+# Value types of the document (see echocare.typed for the error each produces).
+_Globs = Union[str, list[str]]
+_Paths = Union[str, list[str]]
+_Name = Annotated[str, Check(lambda s: bool(_NAME_RE.fullmatch(s)), "a name of letters, digits, '_' or '-'")]
+_Similarity = Annotated[float, Check(lambda v: 0.0 < v <= 1.0, "a similarity in (0, 1] (e.g. 0.95)")]
+_Positive = Annotated[float, Check(lambda v: v > 0, "a positive number")]
+_ImageSize = Annotated[int, Check(lambda v: v == 0 or v >= 16, "0 or an integer >= 16")]
+_Crop = Union[bool, Literal["scan_area", "none", "off"], None]
+
+
+@dataclass
+class _NoiseDoc:
+    """``noise_frames:`` mapping."""
+
+    eps: Optional[_Positive] = None
+    min_samples: Annotated[int, at_least(2)] = 3
+
+
+_Noise = Union[bool, _NoiseDoc, None]
+_NearDuplicates = Union[Literal[False], _Similarity, None]
+
+
+@dataclass
+class _DedupDoc:
+    """``dedup:`` mapping."""
+
+    exact: Literal[True] = True
+    hash: Literal["phash", "dhash"] = "phash"
+    hash_size: Annotated[int, at_least(4)] = 8
+    near_scope: Literal["dataset", "global"] = "dataset"
+
+
+@dataclass
+class _RuleDoc:
+    """One ``labels:`` rule: ``folder`` or ``regex``, and ``path`` or ``paths``."""
+
+    folder: Optional[str] = None
+    regex: Optional[str] = None
+    path: Optional[_Paths] = None
+    paths: Optional[_Paths] = None
+
+
+@dataclass
+class _MetadataDoc:
+    """``metadata:`` mapping (``extra`` holds free-form keys)."""
+
+    modality: Optional[str] = None
+    scanning_mode: Optional[str] = None
+    device: Optional[str] = None
+    country: Optional[str] = None
+    licence: Optional[str] = None
+    extra: Optional[dict] = None
+
+
+@dataclass
+class _DatasetDoc:
+    """One ``datasets:`` entry as written (top-level defaults already filled in)."""
+
+    name: _Name
+    root: str
+    kind: Literal["images", "video", "dicom", "image_sets"] = "images"
+    include: Optional[_Globs] = None
+    exclude: Optional[_Globs] = None
+    label: Optional[str] = None
+    labels: Optional[list[_RuleDoc]] = None
+    label_space: Optional[_Paths] = None
+    metadata: Optional[_MetadataDoc] = None
+    group_regex: Optional[str] = None
+    frame_stride: Annotated[int, at_least(1)] = 10
+    crop: _Crop = False
+    near_duplicates: _NearDuplicates = None
+    noise_frames: _Noise = None
+    min_nonzero_pixels: Annotated[int, at_least(0)] = 1000
+
+
+@dataclass
+class _ManifestDoc:
+    """The whole document; the per-dataset keys here are defaults for every dataset."""
+
+    datasets: list[Any]
+    ontology: Optional[str] = None
+    image_size: Optional[_ImageSize] = 256
+    min_nonzero_pixels: Annotated[int, at_least(0)] = 1000
+    format: str = "png"
+    jpeg_quality: Annotated[int, at_least(1)] = 95
+    shard_max_bytes: Union[int, str] = 1 << 30
+    shard_max_count: Annotated[int, at_least(1)] = 10_000
+    dedup: Optional[_DedupDoc] = None
+    crop: _Crop = False
+    frame_stride: Annotated[int, at_least(1)] = 10
+    noise_frames: _Noise = None
+    near_duplicates: _NearDuplicates = None
+
+
+_INHERITED = ("crop", "frame_stride", "noise_frames", "near_duplicates", "min_nonzero_pixels")
 
 
 class ManifestError(ValueError):
@@ -121,174 +217,160 @@ class Manifest:
     raw: dict[str, Any] = field(default_factory=dict)
 
 
-def _err(where: str, msg: str) -> ManifestError:
-    return ManifestError(f"{where}: {msg}")
-
-
-def _check_keys(d: Any, allowed: set[str], where: str) -> dict[str, Any]:
-    if not isinstance(d, dict):
-        raise _err(where, f"expected a mapping, got {type(d).__name__}")
-    for k in d:
-        if k not in allowed:
-            raise _err(where, f"unknown key {k!r}; allowed keys: {', '.join(sorted(allowed))}")
-    return d
-
-
 def parse_size(value: Any, where: str) -> int:
-    """Bytes from an int or a string like ``"500MB"`` / ``"1GiB"``."""
+    """Bytes from an int or a string like ``"500MB"`` / ``"1GiB"``.
+
+    Raises:
+        ManifestError: ``where: cannot read size ...`` for anything else.
+    """
+    try:
+        return _size(value, where)
+    except SchemaError as err:
+        raise ManifestError(str(err)) from None
+
+
+def _size(value: Any, where: str) -> int:
     if isinstance(value, bool):
-        raise _err(where, f"expected a size, got {value!r}")
+        raise SchemaError(where, f"expected a size, got {value!r}")
     if isinstance(value, (int, float)):
         n = int(value)
     else:
         m = _SIZE_RE.match(str(value))
         if not m or m.group(2).lower() not in _UNITS:
-            raise _err(where, f"cannot read size {value!r} (use bytes or e.g. '500MB', '1GiB')")
+            raise SchemaError(where, f"cannot read size {value!r} (use bytes or e.g. '500MB', '1GiB')")
         n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
     if n <= 0:
-        raise _err(where, f"size must be positive, got {value!r}")
+        raise SchemaError(where, f"expected a positive size, got {value!r}")
     return n
 
 
-def _int(value: Any, where: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _err(where, f"expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _similarity(value: Any, where: str) -> float | None:
-    if value is None or value is False:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
-        raise _err(where, f"expected a similarity in (0, 1] (e.g. 0.95) or null, got {value!r}")
-    return float(value)
-
-
-def _noise(value: Any, where: str) -> NoiseFilter | None:
-    if value is None or value is False:
-        return None
-    if value is True:
-        return NoiseFilter()
-    d = _check_keys(value, NOISE_KEYS, where)
-    eps = d.get("eps")
-    if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps <= 0):
-        raise _err(where + ".eps", f"expected a positive number or null, got {eps!r}")
-    return NoiseFilter(None if eps is None else float(eps), _int(d.get("min_samples", 3), where + ".min_samples", 2))
-
-
-def _crop(value: Any, where: str) -> bool:
-    if value in (None, False, "none", "off"):
-        return False
-    if value in (True, "scan_area"):
-        return True
-    raise _err(where, f"expected 'scan_area' or 'none', got {value!r}")
-
-
-def _regex(value: Any, where: str) -> re.Pattern[str]:
+def _regex(value: str, where: str) -> re.Pattern[str]:
     try:
-        return re.compile(str(value))
+        return re.compile(value)
     except re.error as err:
-        raise _err(where, f"invalid regular expression {value!r}: {err}") from None
+        raise SchemaError(where, f"invalid regular expression {value!r}: {err}") from None
 
 
-def _globs(value: Any, where: str) -> list[str]:
+def _globs(value: _Globs, where: str) -> list[str]:
     items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not all(isinstance(g, str) and g for g in items):
-        raise _err(where, f"expected a glob or a list of globs, got {value!r}")
-    for g in items:
-        if PurePosixPath(g).is_absolute() or ".." in PurePosixPath(g).parts:
-            raise _err(where, f"glob {g!r} must be relative to the dataset root")
+    for i, g in enumerate(items):
+        if not g or PurePosixPath(g).is_absolute() or ".." in PurePosixPath(g).parts:
+            raise SchemaError(key_path(where, i) if items is value else where,
+                              f"glob {g!r} must be non-empty and relative to the dataset root")
     return list(items)
 
 
-def _metadata(value: Any, where: str) -> dict[str, Any]:
-    d = dict(_check_keys(value or {}, METADATA_KEYS, where))
-    if "modality" in d and d["modality"] is not None:
-        mod = MODALITIES.get(str(d["modality"]).lower())
-        if mod is None:
-            raise _err(where + ".modality", f"unknown modality {d['modality']!r}; expected one of "
-                       f"{', '.join(MODALITIES.values())}")
-        d["modality"] = mod
-    extra = d.pop("extra", None) or {}
-    if not isinstance(extra, dict):
-        raise _err(where + ".extra", f"expected a mapping, got {type(extra).__name__}")
+def _metadata(doc: _MetadataDoc | None, where: str) -> dict[str, Any]:
+    doc = doc or _MetadataDoc()
+    modality = doc.modality
+    if modality is not None:
+        modality = MODALITIES.get(modality.lower())
+        if modality is None:
+            raise SchemaError(key_path(where, "modality"), f"expected one of {', '.join(MODALITIES.values())}, "
+                              f"got {doc.modality!r}")
+    extra = doc.extra or {}
     for k in extra:
-        if k in METADATA_KEYS or k == "group":
-            raise _err(where + ".extra", f"key {k!r} is reserved; set it at metadata level")
-    out = {k: d.get(k) for k in ("modality", "scanning_mode", "device", "country", "licence")}
+        if k in fields_of(_MetadataDoc) or k == "group":
+            raise SchemaError(key_path(key_path(where, "extra"), str(k)), "is reserved; set it at metadata level")
+    out = {"modality": modality, "scanning_mode": doc.scanning_mode, "device": doc.device,
+           "country": doc.country, "licence": doc.licence}
     out.update(extra)
     return out
 
 
-def _label_paths(value: Any, onto: Any, where: str) -> list[str]:
+def _label_paths(value: _Paths, onto: Any, where: str) -> list[str]:
     items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list) or not items:
-        raise _err(where, f"expected an ontology path or a non-empty list of paths, got {value!r}")
+    if not items:
+        raise SchemaError(where, f"expected an ontology path or a non-empty list of paths, got {value!r}")
     out = []
-    for p in items:
+    for i, p in enumerate(items):
         try:
-            out.append(onto.validate_path(str(p)))
+            out.append(onto.validate_path(p))
         except (KeyError, ValueError) as err:
-            raise _err(where, str(err).strip("'\"")) from None
+            raise SchemaError(key_path(where, i) if items is value else where, str(err).strip("'\"")) from None
     return out
 
 
-def _dataset(d: Any, i: int, base: Path, onto: Any, top: dict[str, Any]) -> DatasetSpec:
-    where = f"datasets[{i}]"
-    d = _check_keys(d, DATASET_KEYS, where)
-    name = d.get("name")
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]+", name):
-        raise _err(where, f"'name' must be a non-empty string of letters, digits, '_' or '-', got {name!r}")
-    where = f"dataset {name!r}"
-    kind = d.get("kind", "images")
-    if kind not in KINDS:
-        raise _err(where, f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}")
-    if "root" not in d:
-        raise _err(where, "missing 'root'")
-    root = Path(str(d["root"])).expanduser()
+def _rule(doc: _RuleDoc, onto: Any, where: str) -> LabelRule:
+    if (doc.folder is None) == (doc.regex is None):
+        raise SchemaError(where, "a rule needs exactly one of 'folder' or 'regex'")
+    if (doc.path is None) == (doc.paths is None):
+        raise SchemaError(where, "a rule needs exactly one of 'path' or 'paths'")
+    given = "path" if doc.path is not None else "paths"
+    paths = _label_paths(getattr(doc, given), onto, key_path(where, given))
+    if doc.folder is not None:
+        return LabelRule(paths, folder=doc.folder.strip("/"))
+    return LabelRule(paths, regex=_regex(str(doc.regex), key_path(where, "regex")))
+
+
+def _dataset(raw: Any, where: str, base: Path, onto: Any, top: dict[str, Any]) -> DatasetSpec:
+    if isinstance(raw, dict):  # top-level defaults first; image sets are key frames already (stride 1)
+        inherit = [k for k in _INHERITED if not (k == "frame_stride" and raw.get("kind") == "image_sets")]
+        raw = {k: top[k] for k in inherit if k in top} | raw
+    d = build(_DatasetDoc, raw, where)
+    root = Path(d.root).expanduser()
     root = (base / root).resolve() if not root.is_absolute() else root
     if not root.is_dir():
-        raise _err(where, f"root folder {str(root)!r} does not exist")
-    spec = DatasetSpec(name=name, root=root, kind=kind,
-                       include=_globs(d.get("include", DEFAULT_INCLUDE[kind]), where + ".include"),
-                       exclude=_globs(d.get("exclude", []), where + ".exclude"))
-    if d.get("label") is not None:
-        if not isinstance(d["label"], str):
-            raise _err(where + ".label",
-                       f"expected one ontology path (use 'labels' rules for more), got {d['label']!r}")
-        spec.label = _label_paths(d["label"], onto, where + ".label")[0]
-    rules = d.get("labels") or []
-    if not isinstance(rules, list):
-        raise _err(where + ".labels", "expected a list of rules {folder|regex, path|paths}")
-    for j, r in enumerate(rules):
-        rw = f"{where}.labels[{j}]"
-        r = _check_keys(r, RULE_KEYS, rw)
-        if ("folder" in r) == ("regex" in r):
-            raise _err(rw, "a rule needs exactly one of 'folder' or 'regex'")
-        if ("path" in r) == ("paths" in r):
-            raise _err(rw, "a rule needs exactly one of 'path' or 'paths'")
-        paths = _label_paths(r.get("path", r.get("paths")), onto, rw)
-        if "folder" in r:
-            spec.rules.append(LabelRule(paths, folder=str(r["folder"]).strip("/")))
-        else:
-            spec.rules.append(LabelRule(paths, regex=_regex(r["regex"], rw + ".regex")))
-    space = d.get("label_space")
-    if space == "auto":
+        raise SchemaError(key_path(where, "root"), f"folder {str(root)!r} does not exist")
+    spec = DatasetSpec(name=d.name, root=root, kind=d.kind,
+                       include=_globs(d.include if d.include is not None else DEFAULT_INCLUDE[d.kind],
+                                      key_path(where, "include")),
+                       exclude=_globs(d.exclude or [], key_path(where, "exclude")))
+    if d.label is not None:
+        spec.label = _label_paths(d.label, onto, key_path(where, "label"))[0]
+    spec.rules = [_rule(r, onto, key_path(key_path(where, "labels"), j)) for j, r in enumerate(d.labels or [])]
+    if d.label_space == "auto":
         known = [p for rule in spec.rules for p in rule.paths] + ([spec.label] if spec.label else [])
         spec.label_space = sorted(set(known)) or None
-    elif space is not None:
-        spec.label_space = sorted(set(_label_paths(space, onto, where + ".label_space")))
-    spec.metadata = _metadata(d.get("metadata"), where + ".metadata")
-    if d.get("group_regex") is not None:
-        spec.group_regex = _regex(d["group_regex"], where + ".group_regex")
-    default_stride = 1 if kind == "image_sets" else top.get("frame_stride", 10)  # sets: already key frames
-    spec.frame_stride = _int(d.get("frame_stride", default_stride), where + ".frame_stride", 1)
-    spec.crop = _crop(d.get("crop", top.get("crop")), where + ".crop")
-    spec.near_duplicates = _similarity(d.get("near_duplicates", top.get("near_duplicates")), where + ".near_duplicates")
-    spec.noise = _noise(d.get("noise_frames", top.get("noise_frames")), where + ".noise_frames")
-    spec.min_nonzero_pixels = _int(d.get("min_nonzero_pixels", top.get("min_nonzero_pixels", 1000)),
-                                   where + ".min_nonzero_pixels", 0)
+    elif d.label_space is not None:
+        spec.label_space = sorted(set(_label_paths(d.label_space, onto, key_path(where, "label_space"))))
+    spec.metadata = _metadata(d.metadata, key_path(where, "metadata"))
+    if d.group_regex is not None:
+        spec.group_regex = _regex(d.group_regex, key_path(where, "group_regex"))
+    spec.frame_stride = 1 if d.kind == "image_sets" and "frame_stride" not in raw else d.frame_stride
+    spec.crop = d.crop in (True, "scan_area")
+    spec.near_duplicates = d.near_duplicates or None
+    spec.noise = NoiseFilter() if d.noise_frames is True else (
+        NoiseFilter(d.noise_frames.eps, d.noise_frames.min_samples) if isinstance(d.noise_frames, _NoiseDoc)
+        else None)
+    spec.min_nonzero_pixels = d.min_nonzero_pixels
     return spec
+
+
+def _parse(doc: Any, base: Path, source: str) -> Manifest:
+    top = build(_ManifestDoc, doc, "")
+    onto_path = top.ontology
+    if onto_path is not None:
+        p = Path(onto_path).expanduser()
+        onto_path = str(p if p.is_absolute() else (base / p).resolve())
+        if not Path(onto_path).is_file():
+            raise SchemaError("ontology", f"file {onto_path!r} does not exist")
+    onto = load_ontology(onto_path)
+    m = Manifest(path=base / Path(source).name, datasets=[], ontology=onto_path, raw=dict(doc))
+    m.image_size = top.image_size or 0
+    fmt = top.format.lower()
+    if fmt not in ("png", "jpeg", "jpg"):
+        raise SchemaError("format", f"expected one of png, jpeg, got {top.format!r}")
+    m.image_format = "jpeg" if fmt == "jpg" else fmt
+    m.jpeg_quality = top.jpeg_quality
+    m.shard_max_bytes = _size(top.shard_max_bytes, "shard_max_bytes")
+    m.shard_max_count = top.shard_max_count
+    dedup = top.dedup or _DedupDoc()
+    m.hash_kind, m.hash_size, m.near_scope = dedup.hash, dedup.hash_size, dedup.near_scope
+    if not top.datasets:
+        raise SchemaError("datasets", "expected a non-empty list of datasets, got []")
+    first: dict[str, int] = {}
+    for i, raw in enumerate(top.datasets):
+        where = key_path("datasets", i)
+        name = raw.get("name") if isinstance(raw, dict) else None
+        with note(f"dataset {name!r}") if isinstance(name, str) else nullcontext():
+            spec = _dataset(raw, where, base, onto, dict(doc))
+        if spec.name in first:
+            raise SchemaError(key_path(where, "name"), f"duplicate dataset name {spec.name!r} "
+                              f"(first at datasets[{first[spec.name]}])")
+        first[spec.name] = i
+        m.datasets.append(spec)
+    return m
 
 
 def parse_manifest(doc: Any, base_dir: str | Path, source: str = "<manifest>") -> Manifest:
@@ -300,54 +382,12 @@ def parse_manifest(doc: Any, base_dir: str | Path, source: str = "<manifest>") -
         source: name used in error messages.
 
     Raises:
-        ManifestError: naming the offending key / dataset / path.
+        ManifestError: ``manifest SOURCE: KEY.PATH: what is wrong, with the value``.
     """
-    from echocare.ontology import load_ontology
-
-    base = Path(base_dir)
     try:
-        top = _check_keys(doc, TOP_KEYS, "top level")
-        onto_path = top.get("ontology")
-        if onto_path is not None:
-            p = Path(str(onto_path)).expanduser()
-            onto_path = str(p if p.is_absolute() else (base / p).resolve())
-            if not Path(onto_path).is_file():
-                raise _err("ontology", f"file {onto_path!r} does not exist")
-        onto = load_ontology(onto_path)
-        m = Manifest(path=base / Path(source).name, datasets=[], ontology=onto_path, raw=dict(top))
-        size = top.get("image_size", 256)
-        m.image_size = 0 if size in (None, 0) else _int(size, "image_size", 16)
-        fmt = str(top.get("format", "png")).lower()
-        if fmt not in ("png", "jpeg", "jpg"):
-            raise _err("format", f"expected 'png' or 'jpeg', got {top.get('format')!r}")
-        m.image_format = "jpeg" if fmt == "jpg" else fmt
-        m.jpeg_quality = _int(top.get("jpeg_quality", 95), "jpeg_quality", 1)
-        m.shard_max_bytes = parse_size(top.get("shard_max_bytes", 1 << 30), "shard_max_bytes")
-        m.shard_max_count = _int(top.get("shard_max_count", 10_000), "shard_max_count", 1)
-        _int(top.get("min_nonzero_pixels", 1000), "min_nonzero_pixels", 0)
-        dedup = _check_keys(top.get("dedup") or {}, DEDUP_KEYS, "dedup")
-        if dedup.get("exact", True) is not True:
-            raise _err("dedup.exact", "exact duplicates are always removed; this key can only be true")
-        m.hash_kind = str(dedup.get("hash", "phash"))
-        if m.hash_kind not in ("phash", "dhash"):
-            raise _err("dedup.hash", f"expected 'phash' or 'dhash', got {m.hash_kind!r}")
-        m.hash_size = _int(dedup.get("hash_size", 8), "dedup.hash_size", 4)
-        m.near_scope = str(dedup.get("near_scope", "dataset"))
-        if m.near_scope not in ("dataset", "global"):
-            raise _err("dedup.near_scope", f"expected 'dataset' or 'global', got {m.near_scope!r}")
-        datasets = top.get("datasets")
-        if not isinstance(datasets, list) or not datasets:
-            raise _err("datasets", "expected a non-empty list of datasets")
-        seen: set[str] = set()
-        for i, d in enumerate(datasets):
-            spec = _dataset(d, i, base, onto, top)
-            if spec.name in seen:
-                raise _err(f"datasets[{i}]", f"duplicate dataset name {spec.name!r}")
-            seen.add(spec.name)
-            m.datasets.append(spec)
-    except ManifestError as err:
+        return _parse(doc, Path(base_dir), source)
+    except SchemaError as err:
         raise ManifestError(f"manifest {source}: {err}") from None
-    return m
 
 
 def load_manifest(path: str | Path) -> Manifest:
@@ -356,9 +396,9 @@ def load_manifest(path: str | Path) -> Manifest:
     if not p.is_file():
         raise ManifestError(f"manifest file {str(p)!r} does not exist")
     try:
-        doc = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as err:
-        raise ManifestError(f"manifest {p}: invalid YAML: {err}") from None
+        doc = read_yaml(p)
+    except SchemaError as err:
+        raise ManifestError(f"manifest {p}: {err}") from None
     m = parse_manifest(doc, p.resolve().parent, str(p))
     m.path = p.resolve()
     return m

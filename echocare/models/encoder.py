@@ -10,11 +10,11 @@ Images enter the encoder as-is, in [0, 1]: echocare never applies a mean/std nor
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
 from timm.layers import trunc_normal_
-from timm.models._features import feature_take_indices
 from timm.models.swin_transformer import SwinTransformer
 from torch import nn
 
@@ -44,6 +44,56 @@ def apply_mask_token(x: torch.Tensor, mask: torch.Tensor, mask_token: torch.Tens
     return x * (1.0 - w) + mask_token.to(x.dtype) * w
 
 
+def stage_windows(window_size: Any, num_stages: int) -> list[list[int]]:
+    """Per-stage ``[h, w]`` windows from a ``SwinTransformer`` ``window_size`` argument.
+
+    Args:
+        window_size: an int, one ``(h, w)`` pair for all stages, or one int / pair per stage (as timm).
+        num_stages: number of Swin stages.
+
+    Returns:
+        ``num_stages`` lists ``[h, w]``.
+    """
+    if isinstance(window_size, int):
+        return [[window_size, window_size] for _ in range(num_stages)]
+    sizes = list(window_size)
+    if len(sizes) == 2 and all(isinstance(v, int) for v in sizes):
+        return [[int(sizes[0]), int(sizes[1])] for _ in range(num_stages)]
+    if len(sizes) != num_stages:
+        raise ValueError(f"window_size {window_size!r}: expected an int, (h, w) or one per stage ({num_stages})")
+    return [[w, w] if isinstance(w, int) else [int(w[0]), int(w[1])] for w in sizes]
+
+
+def take_indices(num_stages: int, indices: int | list[int] | None) -> tuple[list[int], int]:
+    """Absolute stage indices to return and the deepest one (timm's ``forward_intermediates`` rule).
+
+    Args:
+        num_stages: number of stages.
+        indices: None = all, int n = the last n, or a list of indices (negative count from the end).
+
+    Returns:
+        ``(indices, max index)``.
+
+    Raises:
+        ValueError: an index out of range.
+    """
+    if indices is None:
+        indices = num_stages
+    if isinstance(indices, int):
+        if not 0 < indices <= num_stages:
+            raise ValueError(f"last-n ({indices}) is out of range (1 to {num_stages})")
+        taken = list(range(num_stages - indices, num_stages))
+    else:
+        taken = [num_stages + i if i < 0 else i for i in indices]
+        bad = [i for i in taken if not 0 <= i < num_stages]
+        if bad or not taken:
+            raise ValueError(f"stage indices {list(indices)} are out of range (0 to {num_stages - 1})")
+    return taken, max(taken)
+
+
+_TIMM_DEFAULT_WINDOW = inspect.signature(SwinTransformer.__init__).parameters["window_size"].default
+
+
 class EchoCareSwin(SwinTransformer):
     """Swin Transformer backbone with a SimMIM mask token and a stock-timm identity.
 
@@ -64,6 +114,9 @@ class EchoCareSwin(SwinTransformer):
             kwargs.setdefault("strict_img_size", False)
         super().__init__(**kwargs)
         self.timm_architecture = timm_architecture
+        self.in_chans = int(kwargs["in_chans"])  # timm < 1.0.2x does not record it
+        # the constructor's windows (what timm.create_model needs), per stage; set_input_size() is not used
+        self._windows = stage_windows(kwargs.get("window_size", _TIMM_DEFAULT_WINDOW), len(self.layers))
         mlp_ratio = kwargs.get("mlp_ratio", 4.0)
         self._mlp_ratio = [float(r) for r in mlp_ratio] if isinstance(mlp_ratio, (list, tuple)) else float(mlp_ratio)
         self._qkv_bias = bool(kwargs.get("qkv_bias", True))
@@ -88,7 +141,7 @@ class EchoCareSwin(SwinTransformer):
         The network built from them has the same parameter names and shapes as this encoder without
         ``mask_token``. Training-only settings (drop path, dropout) are left at timm's defaults.
         """
-        windows = [list(w) for w in self._ref_window_sizes]
+        windows = self._windows
         if all(w == windows[0] for w in windows) and windows[0][0] == windows[0][1]:
             window: Any = windows[0][0]
         else:
@@ -178,7 +231,7 @@ class EchoCareSwin(SwinTransformer):
         """
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.layers), indices)
+        take, max_index = take_indices(len(self.layers), indices)
         x = self._embed(x, mask)
         num_stages = len(self.layers)
         stages = self.layers[: max_index + 1] if stop_early else self.layers
@@ -186,7 +239,7 @@ class EchoCareSwin(SwinTransformer):
         last = -1
         for last, stage in enumerate(stages):
             x = stage(x)  # (B, h_i, w_i, C_i)
-            if last in take_indices:
+            if last in take:
                 x_inter = self.norm(x) if norm and last == num_stages - 1 else x
                 intermediates.append(x_inter.permute(0, 3, 1, 2).contiguous())
         if intermediates_only:

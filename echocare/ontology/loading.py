@@ -7,10 +7,9 @@ import logging
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
 from echocare.ontology.errors import OntologyError
 from echocare.ontology.ontology import Ontology
+from echocare.typed import SchemaError, read_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +42,10 @@ def load_ontology(path: str | Path | None = None) -> Ontology:
 
 @functools.lru_cache(maxsize=16)
 def _load_cached(path: str, mtime_ns: int) -> Ontology:
-    text = Path(path).read_text(encoding="utf-8")
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise OntologyError(f"{path}: invalid YAML: {err}") from None
+        doc = read_yaml(path)
+    except SchemaError as err:
+        raise OntologyError(f"ontology {path}: {err}") from None
     onto = Ontology.from_dict(doc, source=path)
     logger.debug("loaded %r from %s (hash %s)", onto, path, onto.hash[:12])
     return onto

@@ -1,9 +1,13 @@
 """Parsing and validation of ontology documents (the YAML / dict form).
 
 A document is a mapping with a ``nodes`` list (plus optional ``name``, ``version``, ``description``).
-Each node is a mapping with the keys in :data:`NODE_KEYS`; ``id`` is required, the others can be
+Each node is a mapping with the keys of :class:`_NodeDoc`; ``id`` is required, the others can be
 derived: ``parent`` from the id prefix, ``level`` from the parent, ``name`` from the leaf, ``synonyms``
 defaults to ``[]``. Everything that is given is checked against what it implies.
+
+Shapes and types are read through :mod:`echocare.typed` (the mechanism shared with run configs and
+manifests), so errors name the key path and the value, e.g.
+``ontology o.yaml: nodes[3].level: expected an integer >= 0 or null, got True (node 'a/b')``.
 """
 
 from __future__ import annotations
@@ -11,15 +15,41 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Optional, Union
 
 from echocare.ontology.errors import OntologyError
-
-NODE_KEYS: tuple[str, ...] = ("id", "name", "level", "parent", "synonyms")
-DOCUMENT_KEYS: tuple[str, ...] = ("name", "version", "description", "nodes")
+from echocare.typed import NON_EMPTY, Check, SchemaError, at_least, build, coerce, fields_of, key_path
 
 _SEGMENT = r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*"
 ID_PATTERN = re.compile(rf"^{_SEGMENT}(?:/{_SEGMENT})*$")
+_Id = Annotated[str, Check(lambda s: bool(ID_PATTERN.match(s)),
+                           "an id of lowercase snake_case segments joined by '/' (e.g. 'thorax/heart/a4c')")]
+_Text = Annotated[str, NON_EMPTY]
+
+
+@dataclass
+class _NodeDoc:
+    """One node as written."""
+
+    id: _Id
+    name: Optional[_Text] = None
+    level: Optional[Annotated[int, at_least(0)]] = None
+    parent: Optional[str] = None
+    synonyms: Optional[list[_Text]] = None
+
+
+@dataclass
+class _OntologyDoc:
+    """The whole document."""
+
+    nodes: list[Any]
+    name: Optional[str] = None
+    version: Optional[Union[str, int, float]] = None
+    description: Optional[str] = None
+
+
+NODE_KEYS: tuple[str, ...] = tuple(fields_of(_NodeDoc))
+DOCUMENT_KEYS: tuple[str, ...] = tuple(fields_of(_OntologyDoc))
 
 
 @dataclass(frozen=True)
@@ -39,55 +69,25 @@ def default_display_name(node_id: str) -> str:
     return leaf[:1].upper() + leaf[1:]
 
 
-def _node_label(raw: Any, position: int) -> str:
-    if isinstance(raw, Mapping) and "id" in raw:
-        return f"node {raw['id']!r} (#{position})"
-    return f"node #{position}"
+def _node(raw: Any, position: int) -> _NodeDoc:
+    """Type/key checks of one raw node mapping; errors carry ``(node 'id')`` when the id is readable."""
+    where = key_path("nodes", position)
+    node_id = raw.get("id") if isinstance(raw, Mapping) else None
+    try:
+        return build(_NodeDoc, raw, where)
+    except SchemaError as err:
+        named = isinstance(node_id, str) and err.path != key_path(where, "id")
+        raise (err.with_note(f"node {node_id!r}") if named else err) from None
 
 
-def _check_raw_node(raw: Any, position: int) -> None:
-    """Type/key checks of one raw node mapping."""
-    label = _node_label(raw, position)
-    if not isinstance(raw, Mapping):
-        raise OntologyError(f"{label}: expected a mapping with keys {list(NODE_KEYS)}, got {type(raw).__name__}")
-    unknown = [k for k in raw if k not in NODE_KEYS]
-    if unknown:
-        raise OntologyError(f"{label}: unknown key(s) {unknown}; allowed keys are {list(NODE_KEYS)}")
-    if "id" not in raw:
-        raise OntologyError(f"{label}: missing required key 'id'")
-    node_id = raw["id"]
-    if not isinstance(node_id, str) or not ID_PATTERN.match(node_id):
-        raise OntologyError(
-            f"{label}: bad id {node_id!r}; ids are lowercase snake_case segments joined by '/', "
-            "e.g. 'thorax/heart/a4c'"
-        )
-    parent = raw.get("parent")
-    if parent is not None and not isinstance(parent, str):
-        raise OntologyError(f"{label}: 'parent' must be a node id string or null, got {parent!r}")
-    level = raw.get("level")
-    if level is not None and (isinstance(level, bool) or not isinstance(level, int) or level < 0):
-        raise OntologyError(f"{label}: 'level' must be a non-negative integer, got {level!r}")
-    name = raw.get("name")
-    if name is not None and (not isinstance(name, str) or not name.strip()):
-        raise OntologyError(f"{label}: 'name' must be a non-empty string, got {name!r}")
-    synonyms = raw.get("synonyms")
-    if synonyms is not None and (
-        isinstance(synonyms, str)
-        or not isinstance(synonyms, Sequence)
-        or not all(isinstance(s, str) and s.strip() for s in synonyms)
-    ):
-        raise OntologyError(f"{label}: 'synonyms' must be a list of non-empty strings, got {synonyms!r}")
-
-
-def _resolve_parent(raw: Mapping[str, Any]) -> str | None:
+def _resolve_parent(raw: Mapping[str, Any], doc: _NodeDoc) -> str | None:
     """Explicit parent if given (``None`` = root when the key is present), else the id prefix."""
     if "parent" in raw:
-        return raw["parent"]
-    node_id: str = raw["id"]
-    return node_id.rsplit("/", 1)[0] if "/" in node_id else None
+        return doc.parent
+    return doc.id.rsplit("/", 1)[0] if "/" in doc.id else None
 
 
-def _check_acyclic(parent_of: dict[str, str | None]) -> None:
+def _check_acyclic(parent_of: dict[str, str | None], position: dict[str, int]) -> None:
     """Raise naming a node of the first parent cycle found."""
     state: dict[str, int] = {}  # 1 = on the current walk, 2 = known to reach a root
     for start in parent_of:
@@ -99,7 +99,8 @@ def _check_acyclic(parent_of: dict[str, str | None]) -> None:
             node = parent_of[node]
         if node is not None and state[node] == 1:
             cycle = walk[walk.index(node):] + [node]
-            raise OntologyError(f"node {node!r}: parent cycle {' -> '.join(cycle)}")
+            raise SchemaError(key_path(key_path("nodes", position[node]), "parent"),
+                              f"parent cycle {' -> '.join(repr(c) for c in cycle)}")
         for visited in walk:
             state[visited] = 2
 
@@ -116,23 +117,36 @@ def parse_nodes(nodes: Sequence[Mapping[str, Any]]) -> list[NodeSpec]:
     Raises:
         OntologyError: unknown key, bad id, duplicate id, unknown parent, cycle, a level that does
             not increase by exactly one along an edge, an id that is not ``parent + '/' + leaf``, or a
-            synonym that clashes with another node. The message names the node.
+            synonym that clashes with another node. The message names the key path (``nodes[3].level``),
+            the value and the node.
     """
-    if isinstance(nodes, (str, bytes)) or not isinstance(nodes, Sequence):
-        raise OntologyError(f"'nodes' must be a list of node mappings, got {type(nodes).__name__}")
-    if not nodes:
-        raise OntologyError("'nodes' is empty: an ontology needs at least one node")
+    try:
+        return _parse_nodes(nodes)
+    except SchemaError as err:
+        raise OntologyError(str(err)) from None
+
+
+def _parse_nodes(nodes: Any) -> list[NodeSpec]:
+    raw_nodes = coerce(nodes, list[Any], "nodes")
+    if not raw_nodes:
+        raise SchemaError("nodes", "is empty: an ontology needs at least one node")
+    docs = [_node(raw, i) for i, raw in enumerate(raw_nodes)]
     parent_of: dict[str, str | None] = {}
-    for position, raw in enumerate(nodes):
-        _check_raw_node(raw, position)
-        node_id = raw["id"]
-        if node_id in parent_of:
-            raise OntologyError(f"node {node_id!r} (#{position}): duplicate id")
-        parent_of[node_id] = _resolve_parent(raw)
-    for node_id, parent in parent_of.items():
+    position: dict[str, int] = {}
+    for i, (raw, doc) in enumerate(zip(raw_nodes, docs)):
+        if doc.id in position:
+            raise SchemaError(key_path(key_path("nodes", i), "id"),
+                              f"duplicate id {doc.id!r} (first at nodes[{position[doc.id]}])")
+        position[doc.id] = i
+        parent_of[doc.id] = _resolve_parent(raw, doc)
+    for i, (raw, doc) in enumerate(zip(raw_nodes, docs)):
+        parent = parent_of[doc.id]
         if parent is not None and parent not in parent_of:
-            raise OntologyError(f"node {node_id!r}: unknown parent {parent!r}")
-    _check_acyclic(parent_of)
+            key, how = ("parent", "") if "parent" in raw else ("id", " (the id's prefix; add that node "
+                                                                     "or set 'parent')")
+            raise SchemaError(key_path(key_path("nodes", i), key),
+                              f"unknown parent {parent!r} of node {doc.id!r}{how}")
+    _check_acyclic(parent_of, position)
 
     levels: dict[str, int] = {}
 
@@ -148,24 +162,25 @@ def parse_nodes(nodes: Sequence[Mapping[str, Any]]) -> list[NodeSpec]:
         return levels[node_id]
 
     specs: list[NodeSpec] = []
-    for raw in nodes:
-        node_id = raw["id"]
-        parent = parent_of[node_id]
-        expected_id = node_id.rsplit("/", 1)[-1] if parent is None else f"{parent}/{node_id.rsplit('/', 1)[-1]}"
-        if node_id != expected_id:
+    for i, doc in enumerate(docs):
+        where = key_path("nodes", i)
+        parent = parent_of[doc.id]
+        leaf = doc.id.rsplit("/", 1)[-1]
+        expected_id = leaf if parent is None else f"{parent}/{leaf}"
+        if doc.id != expected_id:
             hint = "a root id must be a single segment" if parent is None else f"expected {expected_id!r}"
-            raise OntologyError(f"node {node_id!r}: id does not equal parent id + '/' + leaf ({hint})")
-        level = level_of(node_id)
-        given = raw.get("level")
-        if given is not None and given != level:
+            raise SchemaError(key_path(where, "id"), f"{doc.id!r} does not equal parent id + '/' + leaf ({hint})")
+        level = level_of(doc.id)
+        if doc.level is not None and doc.level != level:
             parent_level = "none (root)" if parent is None else str(level - 1)
-            raise OntologyError(
-                f"node {node_id!r}: level {given} does not increase by one along the edge from parent "
+            raise SchemaError(
+                key_path(where, "level"),
+                f"level {doc.level} of node {doc.id!r} does not increase by one along the edge from parent "
                 f"{parent!r} (parent level {parent_level}, expected {level})"
             )
-        name = raw.get("name") or default_display_name(node_id)
-        synonyms = tuple(s.strip() for s in (raw.get("synonyms") or ()))
-        specs.append(NodeSpec(node_id, name.strip(), level, parent, synonyms))
+        name = (doc.name or default_display_name(doc.id)).strip()
+        synonyms = tuple(s.strip() for s in (doc.synonyms or ()))
+        specs.append(NodeSpec(doc.id, name, level, parent, synonyms))
     _check_synonyms(specs)
     return specs
 
@@ -173,14 +188,13 @@ def parse_nodes(nodes: Sequence[Mapping[str, Any]]) -> list[NodeSpec]:
 def _check_synonyms(specs: Sequence[NodeSpec]) -> None:
     """Synonyms must resolve to exactly one node and never shadow another node's id."""
     owner: dict[str, str] = {spec.id: spec.id for spec in specs}
-    for spec in specs:
-        for synonym in spec.synonyms:
+    for i, spec in enumerate(specs):
+        for j, synonym in enumerate(spec.synonyms):
             key = synonym.lower()
             other = owner.get(key)
             if other is not None and other != spec.id:
-                raise OntologyError(
-                    f"node {spec.id!r}: synonym {synonym!r} is already used by node {other!r}"
-                )
+                raise SchemaError(key_path(key_path(key_path("nodes", i), "synonyms"), j),
+                                  f"synonym {synonym!r} of node {spec.id!r} is already used by node {other!r}")
             owner[key] = spec.id
 
 
@@ -195,22 +209,16 @@ def parse_document(doc: Any, source: str = "<dict>") -> tuple[list[NodeSpec], di
         ``(nodes, info)`` where ``info`` holds ``name``, ``version`` and ``description``.
 
     Raises:
-        OntologyError: naming the bad top-level key or node.
+        OntologyError: ``ontology SOURCE: KEY.PATH: what is wrong, with the value``.
     """
-    if not isinstance(doc, Mapping):
-        raise OntologyError(f"{source}: an ontology document must be a mapping, got {type(doc).__name__}")
-    unknown = [k for k in doc if k not in DOCUMENT_KEYS]
-    if unknown:
-        raise OntologyError(f"{source}: unknown top-level key(s) {unknown}; allowed keys are {list(DOCUMENT_KEYS)}")
-    if "nodes" not in doc:
-        raise OntologyError(f"{source}: missing required top-level key 'nodes'")
     try:
-        nodes = parse_nodes(doc["nodes"])
-    except OntologyError as err:
-        raise OntologyError(f"{source}: {err}") from None
+        top = build(_OntologyDoc, doc, "")
+        nodes = _parse_nodes(top.nodes)
+    except SchemaError as err:
+        raise OntologyError(f"ontology {source}: {err}") from None
     info = {
-        "name": str(doc.get("name") or "ontology"),
-        "version": str(doc.get("version") or "0"),
-        "description": str(doc.get("description") or ""),
+        "name": top.name or "ontology",
+        "version": str(top.version or "0"),
+        "description": top.description or "",
     }
     return nodes, info

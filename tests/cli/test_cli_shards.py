@@ -44,7 +44,7 @@ def test_build_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "not-an-image" in capsys.readouterr().out
     manifest.write_text(yaml.safe_dump({"datasets": [{"name": "x", "root": "imgs", "colour": 1}]}))
     assert main(["shards", "build", "--manifest", str(manifest), "--out", str(out)]) == 2
-    assert "'colour'" in capsys.readouterr().err
+    assert "datasets[0].colour: unknown key" in capsys.readouterr().err
 
 
 def test_inspect_missing_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -37,8 +37,8 @@ def test_brief_manifest_loads_and_resolves(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("doc", "culprit"),
     [
-        ({"datasets": [_ds()], "imagesize": 256}, "'imagesize'"),
-        ({"datasets": [_ds(lable="thorax/lung")]}, "'lable'"),
+        ({"datasets": [_ds()], "imagesize": 256}, "imagesize: unknown key (did you mean 'image_size'?)"),
+        ({"datasets": [_ds(lable="thorax/lung")]}, "datasets[0].lable: unknown key (did you mean 'datasets[0].label'"),
         ({"datasets": [_ds(label="thorax/lungs")]}, "'thorax/lungs'"),
         ({"datasets": [_ds(labels=[{"regex": "a", "path": "abdomen/spleen_x"}])]}, "'abdomen/spleen_x'"),
         ({"datasets": [_ds(label_space=["thorax/heart", "nowhere"])]}, "'nowhere'"),
@@ -46,7 +46,12 @@ def test_brief_manifest_loads_and_resolves(tmp_path: Path) -> None:
         ({"datasets": [_ds(root="missing_dir")]}, "missing_dir"),
         ({"datasets": [_ds(kind="movies")]}, "'movies'"),
         ({"datasets": [_ds(metadata={"modality": "X-ray"})]}, "'X-ray'"),
-        ({"datasets": [_ds(metadata={"modalty": "CEUS"})]}, "'modalty'"),
+        ({"datasets": [_ds(metadata={"modalty": "CEUS"})]}, "datasets[0].metadata.modalty: unknown key"),
+        ({"datasets": [_ds(kind="movies")]}, "datasets[0].kind: expected one of images, video, dicom, image_sets, "
+                                             "got 'movies' (dataset 'pocus_frames')"),
+        ({"datasets": [_ds(include=5)]}, "datasets[0].include: expected a string, a list of strings or null, got 5"),
+        ({"datasets": [_ds(), _ds(frame_stride=0)]}, "datasets[1].frame_stride: expected an integer >= 1, got 0"),
+        ({"datasets": [_ds(noise_frames={"min_sample": 2})]}, "datasets[0].noise_frames.min_sample: unknown key"),
         ({"datasets": [_ds(group_regex="(unclosed")]}, "(unclosed"),
         ({"datasets": [_ds(near_duplicates=1.5)]}, "near_duplicates"),
         ({"datasets": [_ds(labels=[{"folder": "a", "regex": "b", "path": "thorax"}])]}, "labels[0]"),

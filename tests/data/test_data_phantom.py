@@ -1,11 +1,13 @@
-"""Synthetic B-mode phantoms: image properties, labels, speed, same writer as the build."""
+"""Synthetic B-mode phantoms: image properties, labels, same writer as the build.
+
+Speed is measured by bench/phantom_shards.py, not here.
+"""
 
 from __future__ import annotations
 
 import io
 import json
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -47,11 +49,8 @@ def test_phantom_paths_are_in_default_ontology() -> None:
     assert sum(bool(v) for v in resolved.values()) >= 5
 
 
-def test_write_200_phantoms_fast(tmp_path: Path) -> None:
-    t0 = time.perf_counter()
+def test_write_200_phantoms(tmp_path: Path) -> None:
     index = write_phantom_shards(tmp_path / "ph", 200, seed=3, image_size=128, shard_max_count=64)
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 15.0, f"200 phantoms took {elapsed:.1f}s"
     assert index["total"] == 200 and [s["count"] for s in index["shards"]] == [64, 64, 64, 8]
     assert index["datasets"] == {"phantom": 200}
     assert index["unlabeled"] == 200 // len(PHANTOM_KINDS) + (200 % len(PHANTOM_KINDS) > 6)

@@ -46,8 +46,9 @@ def test_unknown_name_suggests():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(img_size=64), dict(img_size=(64, 96), in_chans=3), dict(img_size=64, patch_size=2)],
-    ids=["square", "nonsquare_rgb", "patch2"],
+    [dict(img_size=64), dict(img_size=(64, 96), in_chans=3), dict(img_size=64, patch_size=2),
+     dict(img_size=64, window_size=[4, 4, 2, 2]), dict(img_size=64, window_size=(4, 2))],
+    ids=["square", "nonsquare_rgb", "patch2", "per_stage_windows", "rect_window"],
 )
 def test_stock_timm_strict_load_gives_identical_features(kwargs):
     ours = create_encoder("echocare_swin_debug", **kwargs).eval()
@@ -76,6 +77,10 @@ def test_forward_intermediates_nchw_strides(patch_size):
     assert final.shape == (2, 64 // strides[-1], 96 // strides[-1], enc.num_features)  # NHWC
     only = enc.forward_intermediates(x, indices=[1, 3], intermediates_only=True)
     assert [f.shape[1] for f in only] == [48, 192]
+    assert [f.shape[1] for f in enc.forward_intermediates(x, indices=2, intermediates_only=True)] == [96, 192]
+    assert [f.shape[1] for f in enc.forward_intermediates(x, indices=[-1], intermediates_only=True)] == [192]
+    with pytest.raises(ValueError, match="out of range"):
+        enc.forward_intermediates(x, indices=[4])
     with pytest.raises(ValueError, match="patch size"):
         enc.forward_features(_images(h=64, w=63))
     with pytest.raises(ValueError, match="in_chans"):
@@ -115,3 +120,24 @@ def test_backbone_hooks():
     torch.testing.assert_close(out, ref)
     out.sum().backward()
     assert enc.patch_embed.proj.weight.grad is not None
+
+
+def test_no_private_timm_api_in_echocare():
+    """echocare uses only public timm names: no ``timm.*._module`` and no ``_name`` imported from timm."""
+    import ast
+    from pathlib import Path
+
+    bad = []
+    for path in Path(echocare.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("timm"):
+                names = [node.module] + [a.name for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names if a.name.startswith("timm")]
+            else:
+                continue
+            if any(part.startswith("_") for name in names for part in name.split(".")):
+                bad.append(f"{path.name}:{node.lineno}")
+        if "_ref_window_sizes" in path.read_text():
+            bad.append(f"{path.name}: _ref_window_sizes")
+    assert not bad, bad

@@ -52,18 +52,21 @@ def test_derived_fields(small: Ontology) -> None:
         ([{"id": "a"}, {"id": "a/b/c"}], "'a/b/c'", "unknown parent"),
         ([{"id": "a", "level": 0}, {"id": "a/b", "level": 2}], "'a/b'", "level 2"),
         ([{"id": "a", "level": 1}], "'a'", "level 1"),
-        ([{"id": "Thorax"}], "'Thorax'", "bad id"),
-        ([{"id": "a"}, {"id": "a/b.c"}], "'a/b.c'", "bad id"),
-        ([{"id": "a"}, {"id": "a/"}], "'a/'", "bad id"),
-        ([{"id": "a"}, {"id": "a/two words"}], "'a/two words'", "bad id"),
+        ([{"id": "Thorax"}], "nodes[0].id", "expected an id of lowercase snake_case segments joined by '/'"),
+        ([{"id": "a"}, {"id": "a/b.c"}], "nodes[1].id", "got 'a/b.c'"),
+        ([{"id": "a"}, {"id": "a/"}], "nodes[1].id", "got 'a/'"),
+        ([{"id": "a"}, {"id": "a/two words"}], "nodes[1].id", "got 'a/two words'"),
         ([{"id": "a"}, {"id": "f"}, {"id": "a/b", "parent": "f"}], "'a/b'", "parent id + '/' + leaf"),
         ([{"id": "a"}, {"id": "a/b", "parent": None}], "'a/b'", "single segment"),
-        ([{"id": "a", "colour": "red"}], "'a'", "unknown key"),
-        ([{"name": "no id"}], "#0", "missing required key 'id'"),
+        ([{"id": "a", "colour": "red"}], "(node 'a')", "nodes[0].colour: unknown key; valid keys: id, name, level"),
+        ([{"name": "no id"}], "nodes[0].id", "missing required key"),
+        ([{"id": "a", "parent": None}, {"id": "a/b", "levle": 1}], "(node 'a/b')",
+         "nodes[1].levle: unknown key (did you mean 'nodes[1].level'?)"),
         ([{"id": "a", "synonyms": ["x"]}, {"id": "b", "synonyms": ["X"]}], "'b'", "synonym"),
         ([{"id": "a"}, {"id": "b", "synonyms": ["A"]}], "'b'", "synonym"),
-        ([{"id": "a", "synonyms": "x"}], "'a'", "synonyms"),
-        ([{"id": "a", "level": True}], "'a'", "level"),
+        ([{"id": "a", "synonyms": "x"}], "(node 'a')",
+         "nodes[0].synonyms: expected a list of non-empty strings or null, got 'x'"),
+        ([{"id": "a", "level": True}], "(node 'a')", "nodes[0].level: expected an integer >= 0 or null, got True"),
     ],
 )
 def test_validation_errors_name_the_node(nodes: list[dict], culprit: str, what: str) -> None:
@@ -83,9 +86,9 @@ def test_empty_and_non_list_nodes() -> None:
 
 
 def test_document_errors(tmp_path) -> None:
-    with pytest.raises(OntologyError, match="'nodez'"):
+    with pytest.raises(OntologyError, match=r"ontology <dict>: nodez: unknown key \(did you mean 'nodes'\?\)"):
         Ontology.from_dict({"name": "x", "nodez": []})
-    with pytest.raises(OntologyError, match="missing required top-level key 'nodes'"):
+    with pytest.raises(OntologyError, match="nodes: missing required key"):
         Ontology.from_dict({"name": "x"})
     bad = tmp_path / "bad.yaml"
     bad.write_text("nodes: [ {id: a\n")
@@ -93,7 +96,8 @@ def test_document_errors(tmp_path) -> None:
         load_ontology(bad)
     dup = tmp_path / "dup.yaml"
     dup.write_text("nodes:\n  - {id: a}\n  - {id: a}\n")
-    with pytest.raises(OntologyError, match=r"dup\.yaml.*'a'.*duplicate"):
+    with pytest.raises(OntologyError,
+                       match=r"ontology \S*dup\.yaml: nodes\[1\]\.id: duplicate id 'a' \(first at nodes\[0\]\)"):
         load_ontology(dup)
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_ontology(tmp_path / "nope.yaml")
