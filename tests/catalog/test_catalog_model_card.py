@@ -38,3 +38,38 @@ def test_statements_and_uncatalogued_source() -> None:
     assert not sonomqs_criteria({}, [], {}, {})["training_data_public"]  # no known source is not "public"
     with pytest.raises(ValueError, match="unknown model-card statement"):
         model_card(CONFIG, SOURCES, None, {}, {"budget": "1"}, software=SOFTWARE)
+
+
+def test_data_sources_from_shards(tmp_path, replica) -> None:
+    import yaml
+
+    from echocare.catalog import load_catalog, manifest_for
+    from echocare.catalog.model_card import data_sources_from_shards, export_model_card
+    from echocare.data.build import build_shards
+
+    cat = load_catalog()
+    replica.image(tmp_path / "hc18/training_set/001_HC.png", 1)
+    replica.image(tmp_path / "own/a.png", 2)
+    replica.image(tmp_path / "own/b.png", 3)
+    doc = manifest_for(cat, "hc18", tmp_path / "hc18")
+    doc["datasets"].append({"name": "my_hospital", "root": str(tmp_path / "own"), "label": "thorax/breast",
+                            "metadata": {"licence": "CC0-1.0"}})
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(doc))
+    build_shards(tmp_path / "m.yaml", tmp_path / "shards")
+    rows = {r["name"]: r for r in data_sources_from_shards(tmp_path / "shards", cat)}
+    assert rows["hc18"]["licence"] == "CC-BY-4.0" and rows["hc18"]["catalogue_id"] == "hc18"
+    assert rows["hc18"]["samples"] == 1 and rows["hc18"]["url"].startswith("https://doi.org/")
+    assert rows["my_hospital"] == {"name": "my_hospital", "samples": 2, "licence": "CC0-1.0", "catalogue_id": None,
+                                   "access": "unknown", "url": "unknown"}
+    with pytest.raises(FileNotFoundError, match="index.json"):
+        data_sources_from_shards(tmp_path / "own", cat)
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model_card.yaml").write_text(yaml.safe_dump({"authors": "A. B.", "code_repository": "https://example.org",
+                                                         "evaluation": {"dice": 0.8}}))
+    path, crit = export_model_card({"data": {"shards": str(tmp_path / "shards")}}, run, tmp_path / "enc.safetensors",
+                                   cat)
+    text = path.read_text()
+    assert path.name == "enc.model-card.md" and "| my_hospital | 2 | CC0-1.0 |" in text and "| dice | 0.8 |" in text
+    assert crit["authorship"] and crit["code_shared"] and not crit["training_data_public"]
