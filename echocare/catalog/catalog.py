@@ -13,9 +13,11 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
+
+from echocare.catalog.scores import DETAIL_CHARACTERISTICS, SUMMARY_CHARACTERISTICS
 
 UNKNOWN = "unknown"
 ACCESS = ("open", "on_request")
@@ -114,7 +116,7 @@ class Catalog:
     def __len__(self) -> int:
         return len(self.entries)
 
-    def __iter__(self):  # noqa: ANN204 - iterator of entries
+    def __iter__(self) -> Iterator[DatasetEntry]:
         return iter(self.entries)
 
     def find(self, name: str) -> DatasetEntry | None:
@@ -235,8 +237,6 @@ def parse_entry(raw: Any, i: int, onto: Any) -> DatasetEntry:
     e.multimodal = mm
     e.size = _counts(raw.get("size"), f"{where}.size", SIZE_KEYS)
     e.splits = _counts(raw.get("splits"), f"{where}.splits", SPLIT_KEYS)
-    from echocare.catalog.scores import DETAIL_CHARACTERISTICS, SUMMARY_CHARACTERISTICS
-
     known = set(SUMMARY_CHARACTERISTICS) | set(DETAIL_CHARACTERISTICS)
     e.shared = _list(raw.get("shared"), f"{where}.shared", tuple(sorted(known)))
     return e

@@ -131,8 +131,8 @@ TEMPLATES: dict[str, Template] = {t.dataset: t for t in (
     Template("hc18", "training_set/'NNN_HC.png' + 'NNN_HC_Annotation.png' (second image of a subject "
              "'NNN_2HC.png'), test_set/'NNN_HC.png', pixel-size CSVs", _hc18),
     Template("echonet_dynamic", "EchoNet-Dynamic/Videos/<FileName>.avi, FileList.csv, VolumeTracings.csv", _echonet_dynamic),
-    Template("pocus_covid", "covid19_ultrasound/data: pocus_images/{convex,linear}/<class>_*.{png,jpg} and "
-             "pocus_videos/{convex,linear}/<class>_*.{mp4,avi,mov,mpeg} (GIF clips are not read)", _pocus),
+    Template("pocus_covid", "covid19_ultrasound/data: pocus_images/{convex,linear}/*.{png,jpg} and "
+             "pocus_videos/{convex,linear}/*.{mp4,avi,mov,mpeg} (GIF clips are not read)", _pocus),
     Template("tn3k", "tn3k/{trainval,test}-image/NNNN.jpg with {trainval,test}-mask/NNNN.jpg, "
              "tn3k-trainval-fold*.json", _tn3k),
     Template("fetal_planes_db", "FETAL_PLANES_ZENODO/Images/PatientNNNNN_PlaneK_i_of_n.png and "
