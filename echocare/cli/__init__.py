@@ -14,7 +14,7 @@ import logging
 import sys
 
 # Verb modules, in the order they appear in ``--help``.
-_VERBS = ("shards", "pretrain", "export", "finetune", "evaluate", "protocol", "quickstart")
+_VERBS = ("shards", "pretrain", "export", "finetune", "evaluate", "protocol", "quickstart", "catalog")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,7 +17,9 @@ File layout: tensors are the encoder's stock-timm state dict (no ``mask_token``)
 or the pretraining model's full state dict (``encoder.*``, decoder, classifier, ``encoder.mask_token``)
 for ``echocare-full``. Metadata (str → str): ``format``, ``architecture`` (stock timm name),
 ``model_args`` (JSON kwargs), ``config`` (JSON of the resolved config, ``{}`` if none was found),
-``ontology`` (JSON list of node ids, or ``null``), ``ontology_hash``, ``echocare_version``, ``source``.
+``ontology`` (JSON list of node ids, or ``null``), ``ontology_hash``, ``echocare_version``, ``source``,
+``sonomqs`` (JSON of the 12 SonoMQS criteria of the model card written next to the export, see
+:mod:`echocare.catalog.model_card`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import yaml
 from safetensors.torch import save_file
 
 from echocare import __version__
+from echocare.catalog.model_card import export_model_card
 from echocare.engine.checkpoint import is_complete
 from echocare.models.encoder import EchoCareSwin
 from echocare.models.hub import (
@@ -213,6 +216,10 @@ def export_encoder(src: str | Path, out: str | Path, full: bool = False) -> Path
         "source": str(weights),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
+    # model card (echocare.catalog): <stem>.model-card.md next to the export, SonoMQS criteria in the metadata
+    card, criteria = export_model_card(config, run_dir, out)
+    metadata["sonomqs"] = json.dumps(criteria, sort_keys=True)
+    logger.info("model card %s (SonoMQS %d/12)", card, sum(criteria.values()))
     tmp = out.with_name(out.name + ".tmp")
     # clone: safetensors refuses tensors sharing storage (tied weights, views)
     save_file({k: v.detach().to("cpu").clone().contiguous() for k, v in tensors.items()}, str(tmp), metadata)

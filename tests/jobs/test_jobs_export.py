@@ -173,3 +173,17 @@ def test_cli_export(trained, tmp_path: Path, capsys) -> None:
     assert "patch_embed.proj.weight" in load_file(str(out))
     assert main(["export", str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_export_writes_model_card_with_sonomqs(trained, tmp_path: Path) -> None:
+    """Model card next to the export (echocare.catalog.model_card) and its criteria in the metadata."""
+    from echocare.catalog import SONOMQS_CRITERIA
+
+    _, run = trained
+    out = export_encoder(run, tmp_path / "enc.safetensors")
+    card = tmp_path / "enc.model-card.md"
+    with safe_open(str(out), framework="pt") as f:
+        crit = json.loads(f.metadata()["sonomqs"])
+    assert set(crit) == set(SONOMQS_CRITERIA) and crit["training_details"] and not crit["training_data_public"]
+    text = card.read_text()
+    assert "echocare_swin_debug" in text and f"SonoMQS = {sum(crit.values())}/12" in text
