@@ -53,7 +53,10 @@ DEEPSPEED_TAG = "model"
 #: Types DeepSpeed's own checkpoint pickles contain; ``torch.load(weights_only=True)`` may build these
 #: (plain data holders, no callables) and nothing else.
 DEEPSPEED_SAFE_GLOBALS: tuple[str, ...] = (
-    "deepspeed.runtime.fp16.loss_scaler.LossScaler",
+    "deepspeed.runtime.fp16.loss_scaler.LossScaler",  # plain attribute holders (no __setstate__/__reduce__)
+    "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler",
+    "deepspeed.runtime.zero.config.ZeroStageEnum",  # an int Enum
+    "deepspeed.utils.tensor_fragment.fragment_address",  # a dataclass of two ints
 )
 _STEP_RE = re.compile(r"^step-(\d+)$")
 

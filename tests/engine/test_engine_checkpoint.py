@@ -187,3 +187,25 @@ def test_state_codec_round_trip(tmp_path):
     assert (random.random(), np.random.rand(), torch.rand(1)) == a
     with pytest.raises(TypeError, match="s.x"):
         save_state({"x": object()}, tmp_path / "s")
+
+
+def test_deepspeed_engine_state_loads_weights_only(tmp_path):
+    """DeepSpeed's own shards are torch pickles: only tensors and the allow-listed DeepSpeed types load."""
+    pytest.importorskip("deepspeed")
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    from echocare.engine.checkpoint import _WeightsOnlyCheckpointEngine
+
+    engine = _WeightsOnlyCheckpointEngine(None)
+    good = tmp_path / "optim_states.pt"
+    torch.save({"zero_stage": ZeroStageEnum.gradients, "map": {"w": fragment_address(numel=4, start=0)},
+                "state": torch.ones(3)}, good)
+    got = engine.load(str(good), map_location="cpu")
+    assert got["zero_stage"] == ZeroStageEnum.gradients and got["map"]["w"].numel == 4
+    marker = tmp_path / "ran"
+    bad = tmp_path / "mp_rank_00_model_states.pt"
+    torch.save({"module": {"w": torch.ones(2)}, "extra": _Payload(marker)}, bad)
+    with pytest.raises(ValueError, match="weights_only=True"):
+        engine.load(str(bad), map_location="cpu")
+    assert not marker.exists()
