@@ -116,7 +116,9 @@ def _metric_kwargs(cfg: FinetuneConfig) -> dict[str, Any]:
 
 def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float))
+    from echocare.metrics.jsonsafe import dumps_strict  # NaN -> null + "nulls" reasons (strict JSON)
+
+    tmp.write_text(dumps_strict(obj, indent=1, default=float))
     tmp.replace(path)
 
 

@@ -120,14 +120,8 @@ def compute_metrics(task: str, pred: dict[str, Any], class_names: list[str], ci:
     if task == "detection":
         return M.detection_report(pred["preds"], pred["targets"], num_classes=len(class_names), class_names=class_names)
     if task == "landmarks":
-        pts, gt = np.stack(pred["points"]), np.stack(pred["gt"])  # (N, L, 2)
-        visible = np.isfinite(gt).all(axis=-1)
-        if visible.all():
-            report = M.landmark_report(pts, gt, radii=sdr_radii, landmark_names=class_names or None)
-        else:
-            report = M.landmark_report(pts[visible], gt[visible], radii=sdr_radii)
-            report["n_hidden"] = int((~visible).sum())
-        return report
+        pts, gt = np.stack(pred["points"]), np.stack(pred["gt"])  # (N, L, 2); hidden landmarks: NaN in gt
+        return M.landmark_report(pts, gt, radii=sdr_radii, landmark_names=class_names or None)
     if task == "regression":
         pr, gt = np.stack(pred["pred"]), np.stack(pred["gt"])  # (N, K)
         if pr.shape[1] == 1:
