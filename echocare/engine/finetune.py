@@ -115,8 +115,9 @@ def _metric_kwargs(cfg: FinetuneConfig) -> dict[str, Any]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    from echocare.metrics.jsonsafe import dumps_strict  # NaN -> null + "nulls" reasons (strict JSON)
+    from echocare.metrics.jsonsafe import dumps_strict
+
+    tmp = path.with_suffix(".tmp")  # strict JSON: NaN -> null, with a reason in "nulls"
 
     tmp.write_text(dumps_strict(obj, indent=1, default=float))
     tmp.replace(path)

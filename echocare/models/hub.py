@@ -163,13 +163,13 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
             with safe_open(str(path), framework="pt") as f:
                 metadata = dict(f.metadata() or {})
                 state = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as err:  # SafetensorError (truncated, a pickle renamed, bad header) is no OSError
+        except Exception as err:  # noqa: BLE001 - SafetensorError (truncated, renamed pickle) is no OSError
             raise WeightsFileError(f"{path}: not a readable safetensors file "
                                    f"({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
     elif path.suffix in _PICKLE_SUFFIXES:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # UnpicklingError (a payload / non-tensor objects), RuntimeError (bad zip)
+        except Exception as err:  # noqa: BLE001 - UnpicklingError (payload), RuntimeError (bad zip), ...
             first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
             raise WeightsFileError(f"{path}: refused: not a plain tensor file loadable with weights_only=True "
                                    f"({first[:200]})") from None

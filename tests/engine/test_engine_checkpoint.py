@@ -172,7 +172,12 @@ def test_old_pickled_layout_is_refused(tmp_path):
 
 
 def test_state_codec_round_trip(tmp_path):
-    from echocare.engine.state_io import capture_rng, load_state, restore_rng, save_state
+    from echocare.engine.state_io import (
+        capture_rng,
+        load_state,
+        restore_rng,
+        save_state,
+    )
 
     state = {"state": {0: {"step": torch.tensor(3.0), "m": torch.randn(2, 3)}}, "groups": [{"betas": (0.9, 0.99),
              "lr": 1e-3, "eps": float("inf"), "name": None, "params": [0]}]}
