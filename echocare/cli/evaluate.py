@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 
@@ -22,7 +21,9 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"echocare evaluate: error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps({"split": doc["split"], "n_items": doc["n_items"], **doc["headline"]}))
+    from echocare.metrics.jsonsafe import dumps_strict  # NaN -> null (strict JSON)
+
+    print(dumps_strict({"split": doc["split"], "n_items": doc["n_items"], **doc["headline"]}))
     if args.out:
         print(f"metrics written to {args.out}")
     return 0

@@ -60,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as err:
         return _common.error_exit("finetune", err)
     if summary:
-        print(json.dumps({"output_dir": args.output_dir, "step": summary["step"], **summary["headline"]}))
+        from echocare.metrics.jsonsafe import dumps_strict  # NaN -> null (strict JSON)
+
+        print(dumps_strict({"output_dir": args.output_dir, "step": summary["step"], **summary["headline"]}))
     return 143 if summary.get("interrupted") else 0
 
 

@@ -72,6 +72,7 @@ class DataConfig:
         None, "Per-dataset sampling: null = natural, 'temperature:T', or a JSON {name: weight}."
     )
     num_workers: int = _f(2, "DataLoader worker processes per training process.")
+    verify: bool = _f(False, "Check each shard's sha256 against index.json before reading it.")
 
     def validate(self) -> None:
         """Check value ranges."""

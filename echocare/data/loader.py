@@ -77,6 +77,7 @@ class PretrainLoader:
         if num_workers > 0 and prefetch_factor is not None:
             self._dl_kwargs["prefetch_factor"] = prefetch_factor
         self._skipped: Counter[str] = Counter()
+        self._damaged: Counter[str] = Counter()  # shard name -> samples lost to damage
         self._samples = 0
         self._where: tuple[int, int] | None = None  # (rank, world) the position refers to
         self._reset_position(0)
@@ -96,9 +97,11 @@ class PretrainLoader:
 
     @property
     def stats(self) -> dict[str, Any]:
-        """``{"skipped": total, "skipped_by_reason": {...}, "samples": yielded samples, "epoch", "batches"}``."""
+        """``{"skipped": total, "skipped_by_reason": {...}, "damaged_shards": {shard name: samples lost},
+        "samples": yielded samples, "epoch", "batches"}``."""
         return {"skipped": sum(self._skipped.values()), "skipped_by_reason": dict(self._skipped),
-                "samples": self._samples, "epoch": self.epoch, "batches": self._batches}
+                "damaged_shards": dict(self._damaged), "samples": self._samples, "epoch": self.epoch,
+                "batches": self._batches}
 
     def state_dict(self) -> dict[str, Any]:
         """Plain (JSON-able) position: epoch, batches handed out, per-worker progress, counters."""
@@ -107,7 +110,7 @@ class PretrainLoader:
             "workers": {str(w): list(p) for w, p in self._positions.items()}, "ended": sorted(self._ended),
             "num_workers": self.num_workers, "batch_size": self.batch_size, "seed": self.dataset.seed,
             "drop_last": self.drop_last, "where": list(self._where) if self._where else None,
-            "skipped": dict(self._skipped), "samples": self._samples,
+            "skipped": dict(self._skipped), "damaged_shards": dict(self._damaged), "samples": self._samples,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -130,6 +133,7 @@ class PretrainLoader:
         self._ended = {int(w) for w in state["ended"]}
         self._where = tuple(state["where"]) if state.get("where") else None
         self._skipped = Counter({str(k): int(v) for k, v in state.get("skipped", {}).items()})
+        self._damaged = Counter({str(k): int(v) for k, v in state.get("damaged_shards", {}).items()})
         self._samples = int(state.get("samples", 0))
 
     # ------------------------------------------------------------------ length
@@ -224,6 +228,7 @@ class PretrainLoader:
                 pending[item["_worker"]].append(item)
             item = pending[w].popleft()
             self._skipped.update(item["_stats"])
+            self._damaged.update(item.get("_shards", {}))
             self._ptr = (w + 1) % n_workers
             if item.get("_end"):
                 self._ended.add(w)

@@ -138,23 +138,30 @@ def locate_index(shards: Any, urls: Sequence[str], index: str | os.PathLike | Ma
     return None
 
 
-def shard_counts(urls: Sequence[str], index: Mapping[str, Any] | None) -> list[int] | None:
-    """Samples per shard (aligned with ``urls``) from the index, matched by absolute path when the index
-    came from a local directory, else by file name; ``None`` when there is no index or a shard is
-    missing from it (logged)."""
+def shard_entries(urls: Sequence[str], index: Mapping[str, Any] | None) -> list[dict[str, Any]] | None:
+    """The ``index.json`` entry of every shard (aligned with ``urls``: ``count``, ``sha256`` when the
+    writer recorded one), matched by absolute path when the index came from a local directory, else by
+    file name; ``None`` when there is no index or a shard is missing from it (logged)."""
     if index is None:
         return None
-    by_path = {e["path"]: int(e["count"]) for e in index["shards"] if "path" in e}
-    by_name = {os.path.basename(str(e["name"])): int(e["count"]) for e in index["shards"] if "path" not in e}
-    counts: list[int] = []
+    by_path = {e["path"]: e for e in index["shards"] if "path" in e}
+    by_name = {os.path.basename(str(e["name"])): e for e in index["shards"] if "path" not in e}
+    entries: list[dict[str, Any]] = []
     for url in urls:
         local = None if is_remote(url) else os.path.abspath(url)
         name = os.path.basename(url.split("::")[0].rstrip("/"))
         if local is not None and local in by_path:
-            counts.append(by_path[local])
+            entries.append(dict(by_path[local]))
         elif name in by_name:
-            counts.append(by_name[name])
+            entries.append(dict(by_name[name]))
         else:
             logger.warning("shard %s is not listed in index.json; epoch length is unknown", url)
             return None
-    return counts
+    return entries
+
+
+def shard_counts(urls: Sequence[str], index: Mapping[str, Any] | None) -> list[int] | None:
+    """Samples per shard (aligned with ``urls``) from the index (see :func:`shard_entries`); ``None`` when
+    there is no index or a shard is missing from it (logged)."""
+    entries = shard_entries(urls, index)
+    return None if entries is None else [int(e["count"]) for e in entries]

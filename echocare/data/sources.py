@@ -3,8 +3,8 @@
 Decoders return or yield raw arrays (any dtype / channel count; curation turns
 them into grayscale). Failures raise :class:`SourceError` carrying a short
 machine-readable ``reason`` (``empty-file``, ``not-an-image``, ``truncated``,
-``decode-error``, ``not-a-video``, ``not-dicom``, ``no-pixel-data``,
-``dicom-decode-error``) that goes into the build report.
+``decode-error``, ``decompression-bomb``, ``not-a-video``, ``not-dicom``, ``no-pixel-data``,
+``truncated-pixel-data``, ``dicom-decode-error``) that goes into the build report.
 """
 
 from __future__ import annotations
@@ -129,6 +129,8 @@ def read_image(path: str | Path) -> np.ndarray:
                 arr = np.asarray(im.convert("RGB"))
     except UnidentifiedImageError as err:
         raise SourceError("not-an-image", str(err)) from None
+    except Image.DecompressionBombError as err:  # more pixels than PIL's limit: refused before decoding
+        raise SourceError("decompression-bomb", str(err)) from None
     except PermissionError as err:
         raise SourceError("unreadable", str(err)) from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
@@ -199,6 +201,8 @@ def iter_dicom_frames(path: str | Path, stride: int = 10) -> Iterator[tuple[int 
     except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError) as err:
         raise SourceError("not-dicom", f"{type(err).__name__}: {err}") from None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        if _has_pixel_data_tag(path):  # the element starts in the file but pydicom dropped it: cut short
+            raise SourceError("truncated-pixel-data", "the file ends inside its pixel data element")
         raise SourceError("no-pixel-data", "DICOM has no pixel data element")
     n = dicom_frame_count(ds)
     indices = list(range(0, n, stride)) if n > 1 else [0]
@@ -217,9 +221,25 @@ def iter_dicom_frames(path: str | Path, stride: int = 10) -> Iterator[tuple[int 
             done += 1
     except Exception as err:  # noqa: BLE001 - decoders raise anything from RuntimeError to ValueError
         frame = indices[done] if n > 1 and done < len(indices) else None
-        raise SourceError("dicom-decode-error", f"{type(err).__name__}: {err}", frame) from None
+        reason = "truncated-pixel-data" if "less than expected" in str(err) else "dicom-decode-error"
+        raise SourceError(reason, f"{type(err).__name__}: {err}", frame) from None
     finally:
         decoder_log.removeFilter(quiet)
+
+
+_PIXEL_DATA_TAGS = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")  # (7FE0,0010), little / big endian
+
+
+def _has_pixel_data_tag(path: Path, chunk: int = 1 << 20) -> bool:
+    """Whether the raw bytes of ``path`` contain the Pixel Data tag (read in chunks)."""
+    tail = b""
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            data = tail + block
+            if any(tag in data for tag in _PIXEL_DATA_TAGS):
+                return True
+            tail = data[-3:]
+    return False
 
 
 class _DropRecords(logging.Filter):

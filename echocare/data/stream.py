@@ -15,90 +15,30 @@ Iterating the stream directly yields single samples of epoch ``stream.epoch``.
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import math
 import random
-from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
+from PIL.Image import DecompressionBombError
 from torch.utils.data import IterableDataset, get_worker_info
 
 from echocare.data.masking import MaskGenerator
 from echocare.data.sampling import (TAG_BATCH, TAG_REPEAT, TAG_RESAMPLE, TAG_SHUFFLE, derive_seed, draw_repeats,
                                     parse_dataset_weights, repeat_factors, shuffle_buffer, shuffle_shards,
                                     split_shards, summarize_weights)
-from echocare.data.shardlist import expand_shards, locate_index, shard_counts
-from echocare.data.tarstream import iter_tar_samples
+from echocare.data.shardlist import expand_shards, locate_index, shard_entries
+from echocare.data.shardcheck import SkipCounter, decode_gray, parse_meta, read_checked_shard
 from echocare.data.transforms import PretrainAugment, to_unit_float
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["Plan", "PretrainStream", "SkipCounter", "decode_gray", "finalize_batch", "parse_meta"]
+
 IMAGE_EXTS = ("png", "jpg", "jpeg")
-_WARN_PER_REASON = 3
-
-
-class SkipCounter:
-    """Counts skipped inputs by reason; logs the first few of each reason at WARNING."""
-
-    def __init__(self, where: str = "") -> None:
-        self.where = where
-        self.pending: Counter[str] = Counter()
-        self.logged: Counter[str] = Counter()
-
-    def add(self, reason: str, key: str, detail: Any) -> None:
-        """Record one skipped sample/shard."""
-        self.pending[reason] += 1
-        self.logged[reason] += 1
-        level = logging.WARNING if self.logged[reason] <= _WARN_PER_REASON else logging.DEBUG
-        logger.log(level, "skipped %s (%s)%s: %s", key, reason, self.where, str(detail)[:300])
-
-    def take(self) -> dict[str, int]:
-        """Counts since the previous call (and reset)."""
-        out = dict(self.pending)
-        self.pending.clear()
-        return out
-
-
-def decode_gray(data: bytes, size_hint: int = 0) -> torch.Tensor:
-    """Decode PNG/JPEG bytes to a uint8 (H, W) tensor, never RGB (colour input is converted with PIL's
-    ITU-R 601 luma). JPEGs use ``draft`` so large ones are downscaled in the DCT domain.
-
-    Raises:
-        ValueError/OSError: undecodable bytes or a non-8-bit image (e.g. 16-bit PNG).
-    """
-    with Image.open(io.BytesIO(data)) as im:
-        if im.format == "JPEG" and size_hint:
-            im.draft("L", (size_hint, size_hint))  # keeps both sides >= hint
-        if im.mode not in ("L", "1", "P", "RGB", "RGBA", "LA", "YCbCr", "CMYK"):
-            raise ValueError(f"unsupported image mode {im.mode!r} (shards hold 8-bit grayscale)")
-        if im.mode != "L":
-            im = im.convert("L")
-        arr = np.array(im)  # forces the decode; truncated data raises here
-    return torch.from_numpy(arr)
-
-
-def parse_meta(data: bytes) -> dict[str, Any]:
-    """Parse and check a sample's JSON. Raises ValueError naming what is wrong."""
-    doc = json.loads(data)
-    if not isinstance(doc, dict):
-        raise ValueError(f"metadata is a {type(doc).__name__}, not an object")
-    if not isinstance(doc.get("dataset"), str):
-        raise ValueError("metadata lacks a string 'dataset'")
-    paths = doc.get("paths") or []
-    space = doc.get("label_space")
-    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-        raise ValueError(f"'paths' must be a list of strings, got {paths!r}")
-    if space is not None and (not isinstance(space, list) or not all(isinstance(p, str) for p in space)):
-        raise ValueError(f"'label_space' must be null or a list of strings, got {space!r}")
-    doc["paths"] = paths
-    return doc
 
 
 def finalize_batch(batch: dict[str, Any]) -> dict[str, Any]:
@@ -142,6 +82,8 @@ class PretrainStream(IterableDataset):
         rank: this process' rank; ``None`` -> ``torch.distributed`` when initialised, else 0.
         world_size: number of ranks; ``None`` -> ``torch.distributed`` when initialised, else 1.
         index: path to (or dict of) ``index.json`` when it is not next to the shards.
+        verify: check each shard's sha256 against ``index.json`` before reading it (a mismatching shard
+            is skipped whole, its samples counted under ``checksum-mismatch``).
         hflip_p, vflip_p, crop_p, crop_scale, crop_ratio, jitter_p, brightness, contrast: augmentation
             settings (see :class:`echocare.data.transforms.PretrainAugment`).
 
@@ -153,14 +95,21 @@ class PretrainStream(IterableDataset):
                  mask_patch_size: int = 32, mask_ratio: float = 0.5, augment: bool = True, seed: int = 0,
                  shuffle_buffer: int = 1000, resampled: bool = False, epoch_length: int | None = None,
                  dataset_weights: str | Mapping[str, float] | None = None, shardshuffle: bool = True,
-                 rank: int | None = None, world_size: int | None = None, index: Any = None,
+                 rank: int | None = None, world_size: int | None = None, index: Any = None, verify: bool = False,
                  hflip_p: float = 0.5, vflip_p: float = 0.5, crop_p: float = 0.5,
                  crop_scale: Sequence[float] = (0.67, 1.0), crop_ratio: Sequence[float] = (3 / 4, 4 / 3),
                  jitter_p: float = 0.2, brightness: float = 0.2, contrast: float = 0.2) -> None:
         super().__init__()
         self.urls = expand_shards(shards)
         self.index = locate_index(shards, self.urls, index)
-        self.shard_sizes = shard_counts(self.urls, self.index)
+        self.shard_entries = shard_entries(self.urls, self.index)
+        self.shard_sizes = None if self.shard_entries is None else [int(e["count"]) for e in self.shard_entries]
+        self._expected = dict(zip(self.urls, self.shard_entries)) if self.shard_entries is not None else {}
+        self.verify = bool(verify)
+        if self.verify and (self.shard_entries is None or not all(e.get("sha256") for e in self.shard_entries)):
+            raise ValueError("data.verify needs an index.json that lists every shard's sha256 "
+                             f"(shards: {self.urls[:2]}...)")
+        self._warned_shards: set[str] = set()
         self.dataset_counts = {str(k): int(v) for k, v in (self.index or {}).get("datasets", {}).items()}
         self.ontology = ontology
         self.img_size, self.patch_size, self.seed = img_size, patch_size, int(seed)
@@ -243,12 +192,8 @@ class PretrainStream(IterableDataset):
 
     # ------------------------------------------------------------------ raw (undecoded) stream
     def _read_shard(self, url: str, counter: SkipCounter) -> Iterator[dict[str, Any]]:
-        """Samples of one shard; an unreadable/corrupt archive is counted ('tar_error') and the rest of
-        that shard is skipped (the samples read before the damage are kept)."""
-        try:
-            yield from iter_tar_samples(url)
-        except (OSError, ValueError, EOFError) as exc:
-            counter.add("tar_error", url, repr(exc))
+        """Samples of one shard, checked against its ``index.json`` entry (see :func:`read_checked_shard`)."""
+        yield from read_checked_shard(url, self._expected.get(url), counter, self.verify, self._warned_shards)
 
     def _targets(self, paths: list[str], space: list[str] | None) -> torch.Tensor | None:
         if self.ontology is None:
@@ -343,6 +288,7 @@ class PretrainStream(IterableDataset):
             if next(raw, None) is None:
                 break
         counter.take()  # these skips were counted before the interruption
+        counter.take_shards()
         sizes = self._batch_sizes(plan, worker, num_workers)
         for _ in range(batch_idx):
             next(sizes, None)
@@ -355,8 +301,11 @@ class PretrainStream(IterableDataset):
                 raw_pos += 1
                 try:
                     images.append(decode_gray(item[2], self.img_size))
-                except (OSError, ValueError, SyntaxError) as exc:
-                    counter.add("bad_image", item[0], exc)
+                except DecompressionBombError as exc:
+                    counter.add("decompression-bomb", item[0], exc)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - any decode failure of one sample is a counted skip
+                    counter.add("bad_image", item[0], f"{type(exc).__name__}: {exc}")
                     continue
                 keys.append(item[0])
                 datasets.append(item[1])
@@ -365,9 +314,11 @@ class PretrainStream(IterableDataset):
                 break
             batch = self.collate(images, keys, datasets, targets, plan, worker, batch_idx)
             batch_idx += 1
-            batch.update(_worker=worker, _raw=raw_pos, _batch=batch_idx, _stats=counter.take())
+            batch.update(_worker=worker, _raw=raw_pos, _batch=batch_idx, _stats=counter.take(),
+                         _shards=counter.take_shards())
             yield batch
-        yield {"_end": True, "_worker": worker, "_raw": raw_pos, "_batch": batch_idx, "_stats": counter.take()}
+        yield {"_end": True, "_worker": worker, "_raw": raw_pos, "_batch": batch_idx, "_stats": counter.take(),
+               "_shards": counter.take_shards()}
 
     def collate(self, images: list[torch.Tensor], keys: list[str], datasets: list[str],
                 targets: list[torch.Tensor | None], plan: Plan, worker: int, batch_idx: int) -> dict[str, Any]:

@@ -5,8 +5,10 @@ Shards are plain ustar/pax archives of small files, so parsing the 512-byte head
 and its JSON), as recorded in bench/results/data_pipeline.md. Supported: regular files, ustar
 ``prefix``, pax ``path`` records and GNU long names; other entries (directories, links, global pax
 headers) are skipped. Header checksums are verified, so corrupted headers and truncated archives
-raise ``ValueError`` instead of producing garbage. Streams come from webdataset's ``gopen`` (local
-paths, ``pipe:``, http, s3, ...).
+raise ``ValueError`` instead of producing garbage. An archive must end with its end-of-archive marker
+(a zero block followed only by zeros): a stream that stops at a member boundary without it, or a zero
+block followed by more data (a zeroed header), is damage and raises ``ValueError`` rather than passing
+as a shorter archive. Streams come from webdataset's ``gopen`` (local paths, ``pipe:``, http, s3, ...).
 """
 
 from __future__ import annotations
@@ -53,6 +55,17 @@ def _pax_path(data: bytes) -> str | None:
     return path
 
 
+def _check_end(f: IO[bytes]) -> None:
+    """After the first zero block, the rest of the stream must be zeros too (end marker + padding)."""
+    while True:
+        chunk = f.read(1 << 16)
+        if not chunk:
+            return
+        if chunk.count(0) != len(chunk):
+            raise ValueError("corrupt tar archive: a zero header block is followed by more data "
+                             "(a damaged header, not the end of the archive)")
+
+
 def iter_tar_members(f: IO[bytes]) -> Iterator[tuple[str, bytes]]:
     """Yield ``(name, data)`` for every regular file of a tar stream, in archive order.
 
@@ -62,7 +75,10 @@ def iter_tar_members(f: IO[bytes]) -> Iterator[tuple[str, bytes]]:
     long_name: str | None = None
     while True:
         header = f.read(BLOCK)
-        if not header or header == b"\0" * BLOCK:
+        if not header:
+            raise ValueError("truncated tar archive: it ends without the end-of-archive marker")
+        if header == b"\0" * BLOCK:
+            _check_end(f)
             return
         if len(header) != BLOCK:
             raise ValueError(f"truncated tar archive: header of {len(header)} bytes")
@@ -97,6 +113,10 @@ def iter_tar_members(f: IO[bytes]) -> Iterator[tuple[str, bytes]]:
 def iter_tar_samples(url: str) -> Iterator[dict[str, Any]]:
     """Group consecutive members by key (webdataset rules) into ``{"__key__", "__url__", ext: bytes}``.
 
+    On damage, the sample being assembled when it is detected is yielded first (so the last good
+    sample before the damage is kept; if its members were cut, the consumer sees it incomplete),
+    then the error is raised.
+
     Raises:
         ValueError: a corrupt/truncated archive, or the same extension twice within one key.
         OSError: the shard cannot be opened.
@@ -104,18 +124,23 @@ def iter_tar_samples(url: str) -> Iterator[dict[str, Any]]:
     stream = gopen(url, "rb")
     try:
         current: dict[str, Any] | None = None
-        for name, data in iter_tar_members(stream):
-            match = _KEY_RE.match(name)
-            if match is None or name.rsplit("/", 1)[-1].startswith("."):
-                continue
-            key, ext = match.group(1), match.group(2).lower()
-            if current is None or current["__key__"] != key:
-                if current is not None:
-                    yield current
-                current = {"__key__": key, "__url__": url}
-            if ext in current:
-                raise ValueError(f"{url}: duplicate member {name!r}")
-            current[ext] = data
+        try:
+            for name, data in iter_tar_members(stream):
+                match = _KEY_RE.match(name)
+                if match is None or name.rsplit("/", 1)[-1].startswith("."):
+                    continue
+                key, ext = match.group(1), match.group(2).lower()
+                if current is None or current["__key__"] != key:
+                    if current is not None:
+                        yield current
+                    current = {"__key__": key, "__url__": url}
+                if ext in current:
+                    raise ValueError(f"{url}: duplicate member {name!r}")
+                current[ext] = data
+        except (ValueError, OSError, EOFError):
+            if current is not None:
+                yield current
+            raise
         if current is not None:
             yield current
     finally:

@@ -294,9 +294,30 @@ def make_index(
     }
 
 
+def readable_name(text: str) -> str:
+    """A file name as valid UTF-8 text: bytes that were not UTF-8 (held by Python as lone surrogates,
+    ``os.fsdecode``'s surrogateescape) become visible ``\\xNN`` escapes, e.g. ``caf\\xe9.png``."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _readable(value: Any) -> Any:
+    if isinstance(value, str):
+        return readable_name(value)
+    if isinstance(value, dict):
+        return {readable_name(str(k)): _readable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_readable(v) for v in value]
+    return value
+
+
 def write_report(path: str | Path, rows: Iterable[dict[str, Any]]) -> int:
-    """Write ``build_report.jsonl`` (one rejected input per line); returns the row count."""
-    lines = [json.dumps(r, sort_keys=True) for r in rows]
+    """Write ``build_report.jsonl`` (one rejected input per line; non-UTF-8 file names escaped with
+    :func:`readable_name`, so every line is strict UTF-8 JSON); returns the row count."""
+    lines = [json.dumps(_readable(r), sort_keys=True, ensure_ascii=False, allow_nan=False) for r in rows]
     write_bytes_atomic(path, ("\n".join(lines) + ("\n" if lines else "")).encode())
     return len(lines)
 

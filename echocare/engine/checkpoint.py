@@ -1,13 +1,24 @@
-"""Atomic, rotating training checkpoints under ``RUN_DIR/checkpoints/``.
+"""Atomic, rotating training checkpoints under ``RUN_DIR/checkpoints/``, written without pickle.
 
 Layout of one checkpoint ``checkpoints/step-00000100/``::
 
-    model.safetensors, optimizer.bin, ...   accelerate ``save_state`` (or DeepSpeed shards)
-    random_states_<rank>.pkl                 per-process RNG states (accelerate)
-    custom_checkpoint_0.pkl                  the lr scheduler (registered with accelerate)
+    model.safetensors                        weights (model_<i>.safetensors for further prepared models)
+    optimizer_<i>.json + .safetensors        optimizer state (JSON skeleton + tensors; not under DeepSpeed)
+    scheduler_<i>.json [+ .safetensors]      each lr scheduler / object registered with accelerate
+    scaler.json                              the fp16 GradScaler, when there is one
+    rng_state_rank<r>.json + .safetensors    per-process RNG states (Python, NumPy, torch CPU/CUDA)
+    deepspeed/                               DeepSpeed only: its engine's checkpoint (see below)
     loader_state_rank<r>.json                each process's data-stream position
-    trainer_state.json                       step, counters, world size, config hash
+    trainer_state.json                       step, counters, world size, accelerate's step counter
     COMPLETE                                 completeness marker (written last)
+
+Every file is JSON or safetensors (:mod:`echocare.engine.state_io`), so loading a checkpoint never
+unpickles. The one exception is DeepSpeed's own engine state (``deepspeed/``: ZeRO optimizer
+partitions and model states are torch pickles written by DeepSpeed); echocare loads those with
+``torch.load(weights_only=True)`` and an allow-list of the DeepSpeed types they contain
+(:data:`DEEPSPEED_SAFE_GLOBALS`), so no arbitrary callable can run. Checkpoints written by echocare
+before this layout (accelerate's ``random_states_*.pkl``, ``custom_checkpoint_*.pkl``,
+``optimizer.bin``) are refused with a clear error rather than unpickled.
 
 Writes go to ``checkpoints/tmp-step-NNNNNNNN`` and are moved into place with
 ``os.replace`` only once complete, so a process killed mid-write leaves the
@@ -30,10 +41,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+from echocare.engine.state_io import capture_rng, load_state, restore_rng, save_state
+
 logger = logging.getLogger(__name__)
 
 MARKER = "COMPLETE"
 STATE_FILE = "trainer_state.json"
+FORMAT = "echocare-ckpt-2"  # JSON + safetensors; older checkpoints held accelerate's pickles
+DEEPSPEED_DIR = "deepspeed"
+DEEPSPEED_TAG = "model"
+#: Types DeepSpeed's own checkpoint pickles contain; ``torch.load(weights_only=True)`` may build these
+#: (plain data holders, no callables) and nothing else.
+DEEPSPEED_SAFE_GLOBALS: tuple[str, ...] = (
+    "deepspeed.runtime.fp16.loss_scaler.LossScaler",  # plain attribute holders (no __setstate__/__reduce__)
+    "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler",
+    "deepspeed.runtime.zero.config.ZeroStageEnum",  # an int Enum
+    "deepspeed.utils.tensor_fragment.fragment_address",  # a dataclass of two ints
+)
 _STEP_RE = re.compile(r"^step-(\d+)$")
 
 
@@ -154,9 +178,9 @@ class CheckpointManager:
             step: Optimizer steps taken.
             trainer_state: JSON-able counters (saved by the main process).
             loader_state: This process's data position (JSON-able) or None.
-            consolidated: Callable returning the full model state dict, used when accelerate's
-                state holds no ``model.safetensors`` (DeepSpeed writes sharded pickles); called on
-                every process (ZeRO-3 gathers), written by the main process.
+            consolidated: Callable returning the full model state dict, used when the state holds no
+                ``model.safetensors`` (DeepSpeed keeps its weights in its own shards); called on every
+                process (ZeRO-3 gathers), written by the main process.
 
         Returns:
             The final checkpoint directory.
@@ -170,7 +194,7 @@ class CheckpointManager:
                 shutil.rmtree(tmp)
             tmp.mkdir()
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp))
+        _save_training_state(accelerator, tmp)
         if consolidated is not None:
             full = consolidated()
             if accelerator.is_main_process and not (tmp / "model.safetensors").exists():
@@ -181,12 +205,13 @@ class CheckpointManager:
         rank = accelerator.process_index
         try:
             _write_json(tmp / f"loader_state_rank{rank}.json", loader_state)
-        except TypeError as err:
+        except (TypeError, ValueError) as err:
             raise TypeError(f"data loader state_dict() must be JSON-serialisable for checkpoints: {err}") from err
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             _maybe_inject_fault(step)
-            state = dict(trainer_state, step=step, world_size=accelerator.num_processes, time=time.time())
+            state = dict(trainer_state, step=step, world_size=accelerator.num_processes, time=time.time(),
+                         accelerate_step=int(getattr(accelerator, "step", 0)), format=FORMAT)
             _write_json(tmp / STATE_FILE, state)
             (tmp / MARKER).write_text(f"{step}\n")
             if final.exists():  # re-saving a step (e.g. final save right after a periodic one)
@@ -206,16 +231,27 @@ class CheckpointManager:
             shutil.rmtree(path, ignore_errors=True)
 
     def load(self, accelerator, path: str | Path) -> tuple[dict, Any | None]:
-        """Restore accelerate state from ``path``; return (trainer state, this rank's loader state).
+        """Restore model, optimizer, schedulers, scaler and RNG from ``path`` without unpickling.
+
+        Returns:
+            (trainer state, this rank's loader state).
 
         Raises:
             FileNotFoundError: ``path`` is not a complete checkpoint.
+            ValueError: ``path`` was written in the old pickled layout, or a file in it is malformed.
         """
         path = Path(path)
         if not is_complete(path):
             raise FileNotFoundError(f"not a complete checkpoint: {path}")
-        accelerator.load_state(str(path))
-        state = json.loads((path / STATE_FILE).read_text())
+        state = _read_json(path / STATE_FILE)
+        if state.get("format") != FORMAT:
+            pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".pkl", ".bin", ".pt"))
+            raise ValueError(f"{path} was written by an older echocare in accelerate's pickled layout "
+                             f"({', '.join(pickles) or 'no format tag'}); echocare never unpickles, so it cannot "
+                             "resume from it (export its model.safetensors, or start a fresh run)")
+        _load_training_state(accelerator, path)
+        if "accelerate_step" in state:
+            accelerator.step = int(state["accelerate_step"])
         saved_world = int(state.get("world_size", accelerator.num_processes))
         loader_file = path / f"loader_state_rank{accelerator.process_index}.json"
         loader_state = None
@@ -225,6 +261,126 @@ class CheckpointManager:
                 "from its seed instead of the exact saved position", path, saved_world, accelerator.num_processes,
             )
         elif loader_file.is_file():
-            loader_state = json.loads(loader_file.read_text())
+            loader_state = _read_json(loader_file)
         logger.info("resumed from %s at step %d", path, state["step"])
         return state, loader_state
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+
+
+def _deepspeed_engine(accelerator, model):
+    """``model`` when it is a DeepSpeed engine of a DeepSpeed run, else None."""
+    if getattr(accelerator.state, "deepspeed_plugin", None) is None:
+        return None
+    return model if hasattr(model, "save_checkpoint") and hasattr(model, "load_checkpoint") else None
+
+
+def _model_file(i: int) -> str:
+    return "model.safetensors" if i == 0 else f"model_{i}.safetensors"
+
+
+def _save_training_state(accelerator, folder: Path) -> None:
+    """Write models, optimizers, schedulers, scaler and this rank's RNG (collective: every process)."""
+    from safetensors.torch import save_model
+
+    main = accelerator.is_main_process
+    deepspeed_used = False
+    for i, model in enumerate(accelerator._models):
+        engine = _deepspeed_engine(accelerator, model)
+        if engine is not None:  # ZeRO shards: every rank writes its partition
+            engine.save_checkpoint(str(folder / DEEPSPEED_DIR), tag=f"{DEEPSPEED_TAG}{i}")
+            deepspeed_used = True
+        elif main:
+            save_model(accelerator.unwrap_model(model), str(folder / _model_file(i)), {"format": "pt"})
+    if main:
+        if not deepspeed_used:
+            for i, opt in enumerate(accelerator._optimizers):
+                save_state(opt.state_dict(), folder / f"optimizer_{i}")
+        for i, obj in enumerate([*accelerator._schedulers, *accelerator._custom_objects]):
+            save_state(obj.state_dict(), folder / f"scheduler_{i}")
+        if accelerator.scaler is not None:
+            save_state(accelerator.scaler.state_dict(), folder / "scaler")
+    save_state(capture_rng(), folder / f"rng_state_rank{accelerator.process_index}")
+
+
+def _load_training_state(accelerator, folder: Path) -> None:
+    """Inverse of :func:`_save_training_state` (every process reads what it needs)."""
+    from safetensors.torch import load_model
+
+    deepspeed_used = False
+    for i, model in enumerate(accelerator._models):
+        engine = _deepspeed_engine(accelerator, model)
+        if engine is not None:
+            _safe_deepspeed_load(engine, folder / DEEPSPEED_DIR, f"{DEEPSPEED_TAG}{i}")
+            deepspeed_used = True
+            continue
+        file = folder / _model_file(i)
+        try:
+            load_model(accelerator.unwrap_model(model), str(file), strict=True, device=str(accelerator.device))
+        except (OSError, RuntimeError, ValueError) as err:
+            raise ValueError(f"{file}: cannot restore the model from it ({err})") from err
+        except Exception as err:  # safetensors' own SafetensorError (malformed header)
+            raise ValueError(f"{file}: not a readable safetensors file ({err})") from err
+    if not deepspeed_used:
+        for i, opt in enumerate(accelerator._optimizers):
+            opt.load_state_dict(load_state(folder / f"optimizer_{i}"))
+    for i, obj in enumerate([*accelerator._schedulers, *accelerator._custom_objects]):
+        obj.load_state_dict(load_state(folder / f"scheduler_{i}"))
+    if accelerator.scaler is not None:
+        accelerator.scaler.load_state_dict(load_state(folder / "scaler"))
+    rng = folder / f"rng_state_rank{accelerator.process_index}.json"
+    if rng.is_file():
+        restore_rng(load_state(rng.with_suffix("")))
+    else:
+        logger.warning("%s has no RNG state for rank %d; random streams restart from the seed",
+                       folder, accelerator.process_index)
+
+
+def _deepspeed_safe_globals() -> list:
+    """DeepSpeed/torch types inside DeepSpeed's checkpoint pickles that ``weights_only`` may build."""
+    import importlib
+
+    found = []
+    for dotted in DEEPSPEED_SAFE_GLOBALS:
+        module, _, name = dotted.rpartition(".")
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            logger.debug("DeepSpeed safe global %s not found in this version", dotted)
+    return found
+
+
+class _WeightsOnlyCheckpointEngine:
+    """Wraps DeepSpeed's checkpoint engine so that ``load`` uses ``torch.load(weights_only=True)``."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)
+
+    def load(self, path: str, map_location=None):
+        import torch
+
+        try:
+            with torch.serialization.safe_globals(_deepspeed_safe_globals()):
+                return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as err:  # weights_only refuses anything not allow-listed: UnpicklingError
+            raise ValueError(f"{path}: refused to load DeepSpeed state with weights_only=True ({err})") from err
+
+
+def _safe_deepspeed_load(engine, folder: Path, tag: str) -> None:
+    original = engine.checkpoint_engine
+    engine.checkpoint_engine = _WeightsOnlyCheckpointEngine(original)
+    try:
+        load_path, _ = engine.load_checkpoint(str(folder), tag=tag, load_module_strict=True,
+                                              load_optimizer_states=True, load_lr_scheduler_states=False)
+    finally:
+        engine.checkpoint_engine = original
+    if load_path is None:
+        raise ValueError(f"{folder}: no DeepSpeed checkpoint with tag {tag!r}")

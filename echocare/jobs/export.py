@@ -43,6 +43,8 @@ from echocare.models.encoder import EchoCareSwin
 from echocare.models.hub import (
     ENCODER_FORMAT,
     FULL_FORMAT,
+    check_backbone_args,
+    decode_metadata,
     find_encoder_prefix,
     infer_swin_kwargs,
     load_encoder_state,
@@ -146,15 +148,29 @@ def _ontology_meta(config: dict[str, Any], run_dir: Path) -> tuple[list[str] | N
     return list(onto.names), onto.hash
 
 
-def _build_encoder(state: dict[str, torch.Tensor], config: dict[str, Any], where: Path) -> EchoCareSwin:
-    """Rebuild the trained encoder from its tensors (shapes) and the config (image size, name)."""
+def _build_encoder(state: dict[str, torch.Tensor], config: dict[str, Any], where: Path,
+                   file_meta: dict[str, Any] | None = None) -> EchoCareSwin:
+    """Rebuild the trained encoder from its tensors (shapes) and its image size and name: the weights
+    file's own metadata (an echocare export) first, else the run config, else the defaults (warned)."""
     args = infer_swin_kwargs({k: v for k, v in state.items() if k != "mask_token"})
     model_cfg = config.get("model") if isinstance(config.get("model"), dict) else {}
-    args["img_size"] = int(model_cfg.get("img_size", ENCODER_DEFAULTS["img_size"]))
-    try:
-        arch = ENCODER_SPECS[resolve_model_name(str(model_cfg["name"]))].timm_architecture
-    except (KeyError, ValueError):  # no / foreign model name: pick the stock name by block layout
-        arch = timm_architecture_for(args)
+    own = (file_meta or {}).get("model_args") or {}
+    if "img_size" in own:
+        args["img_size"] = own["img_size"]
+    elif "img_size" in model_cfg:
+        args["img_size"] = int(model_cfg["img_size"])
+    else:
+        args["img_size"] = ENCODER_DEFAULTS["img_size"]
+        logger.warning("export: %s carries no image size (no model_args metadata, no run config): assuming %s px",
+                       where, args["img_size"])
+    if isinstance((file_meta or {}).get("architecture"), str):
+        arch = file_meta["architecture"]
+    else:
+        try:
+            arch = ENCODER_SPECS[resolve_model_name(str(model_cfg["name"]))].timm_architecture
+        except (KeyError, ValueError):  # no / foreign model name: pick the stock name by block layout
+            arch = timm_architecture_for(args)
+    check_backbone_args(arch, args, where=str(where))
     encoder = EchoCareSwin(timm_architecture=arch, num_classes=0, **args)
     load_encoder_state(encoder, state, f"{where}: encoder tensors do not fit the inferred architecture {args}")
     return encoder
@@ -179,20 +195,22 @@ def export_encoder(src: str | Path, out: str | Path, full: bool = False) -> Path
 
     Raises:
         FileNotFoundError: missing source or no model weights in it.
-        ValueError: the weights hold no (or several) Swin encoders, or do not fit a Swin.
+        ValueError: the weights hold no (or several) Swin encoders, or do not fit a Swin;
+            ``WeightsFileError`` (a ValueError) for a pickled-object, truncated or refused file.
     """
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ValueError(f"export target {out} must end in .safetensors")
     weights, config_path = resolve_checkpoint(src)
-    state, _ = read_weights(weights)
+    state, raw_meta = read_weights(weights)
+    file_meta = decode_metadata(raw_meta, weights)
     for wrapper in ("_orig_mod.", "module."):  # torch.compile / DDP wrappers
         state = {k.replace(wrapper, "", 1) if k.startswith(wrapper) else k: v for k, v in state.items()}
     enc_prefix = find_encoder_prefix(state, where=str(weights))
     encoder_state = {k[len(enc_prefix):]: v for k, v in state.items() if k.startswith(enc_prefix)}
     config = _load_config(config_path)
     run_dir = config_path.parent if config_path is not None else weights.parent
-    encoder = _build_encoder(encoder_state, config, weights)
+    encoder = _build_encoder(encoder_state, config, weights, file_meta)
 
     stock = encoder.stock_state_dict()
     _check_stock_timm(encoder, stock)

@@ -26,6 +26,7 @@ from echocare.data.labeled import EpochLoader, LabeledDataset, LabeledSet, ScanO
 from echocare.data.splits import group_key, subsample_groups, train_val_split
 from echocare.engine.trainer import Trainer
 from echocare.metrics import flatten_metrics
+from echocare.metrics.jsonsafe import dumps_strict
 from echocare.tasks.finetune import FinetuneTask, build_backbone, build_finetune_model, save_finetuned
 from echocare.tasks.finetune.evaluation import evaluate_dataset, headline
 from echocare.tasks.registry import get_task
@@ -78,13 +79,14 @@ def prepare_data(cfg: FinetuneConfig, scanned: LabeledSet | None = None) -> Prep
     d = cfg.data
     full = scanned if scanned is not None else scan_dataset(spec.scan, d.root, scan_options(cfg), spec.name)
     groups = [group_key(r.path, d.group_regex, r.group) for r in full.records]
+    labels = [spec.class_of(r) for r in full.records] if spec.class_of is not None else None  # stratify
     if d.val_root:
         val = scan_dataset(spec.scan, d.val_root, scan_options(cfg, full.class_names, full.num_outputs), spec.name)
         train_idx, val_idx = list(range(len(full.records))), list(range(len(val.records)))
     else:
         val = full
-        train_idx, val_idx = train_val_split(groups, d.val_fraction, d.split_seed, d.fold, d.num_folds)
-    train_idx = subsample_groups(train_idx, groups, d.train_fraction, d.split_seed)
+        train_idx, val_idx = train_val_split(groups, d.val_fraction, d.split_seed, d.fold, d.num_folds, labels)
+    train_idx = subsample_groups(train_idx, groups, d.train_fraction, d.split_seed, labels)
     if not train_idx:
         raise ValueError(f"{d.root}: the training split is empty; lower data.val_fraction or add data")
     return PreparedData(full, val, train_idx, val_idx, groups)
@@ -115,7 +117,7 @@ def metric_kwargs(cfg: FinetuneConfig) -> dict[str, Any]:
 def write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as JSON atomically."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=float))
+    tmp.write_text(dumps_strict(obj, indent=1, default=float))  # strict JSON: NaN -> null + reason in "nulls"
     tmp.replace(path)
 
 

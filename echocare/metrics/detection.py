@@ -99,13 +99,16 @@ def _parse(preds: Sequence[Mapping[str, Any]], targets: Sequence[Mapping[str, An
     return parsed
 
 
-def _class_ap(parsed: list, c: int, thresholds: Sequence[float]) -> list[float]:
-    """AP of class ``c`` at each IoU threshold (greedy COCO matching, highest score first)."""
+def _class_ap(parsed: list, c: int, thresholds: Sequence[float], max_dets: int | None = None) -> list[float]:
+    """AP of class ``c`` at each IoU threshold (greedy COCO matching, highest score first); only the
+    ``max_dets`` highest-scoring detections of class ``c`` in each image count (None: all)."""
     n_gt = sum(int((tl == c).sum()) for *_, tl in parsed)
     dets = []  # (score, image, det row) for class c
     ious = []
     for i, (pb, ps, pl, tb, tl) in enumerate(parsed):
         keep = np.flatnonzero(pl == c)
+        if max_dets is not None and len(keep) > max_dets:  # pycocotools' maxDets: per image and class
+            keep = keep[np.argsort(-ps[keep], kind="stable")[:max_dets]]
         ious.append(box_iou(pb[keep], tb[tl == c]) if len(keep) else np.zeros((0, int((tl == c).sum()))))
         dets.extend((ps[k], i, j) for j, k in enumerate(keep))
     dets.sort(key=lambda d: -d[0])  # stable: ties keep input order
@@ -132,6 +135,7 @@ def detection_report(
     class_names: Sequence[str] | None = None,
     iou_thresholds: Sequence[float] = COCO_IOU_THRESHOLDS,
     box_format: str = "xyxy",
+    max_dets: int | None = 100,
 ) -> dict[str, Any]:
     """Box AP per class and mean: AP@[.5:.95] (mean over IoU thresholds), AP@0.5 and AP@0.75.
 
@@ -149,11 +153,16 @@ def detection_report(
         class_names: Names indexed by class id (default: the id as a string).
         iou_thresholds: IoU thresholds averaged for ``"ap"``; default COCO 0.50:0.05:0.95.
         box_format: ``"xyxy"`` or ``"xywh"``.
+        max_dets: Per image and class, only the ``max_dets`` highest-scoring detections are ranked (the
+            rest are dropped before matching), as pycocotools' ``maxDets=100``; None keeps all.
 
     Returns:
         ``{"ap": {name: AP@[.5:.95]}, "ap50": {...}, "ap75": {...}, "map", "map50", "map75",
-        "skipped_classes", "n_images"}``; the means are over evaluated classes.
+        "skipped_classes", "n_images", "max_dets"}``; the means are over evaluated classes (NaN when no
+        class has ground truth).
     """
+    if max_dets is not None and (isinstance(max_dets, bool) or not isinstance(max_dets, int) or max_dets < 1):
+        raise ValueError(f"max_dets must be a positive int or None, got {max_dets!r}")
     parsed = _parse(preds, targets, box_format)
     if num_classes is None:
         seen = set()
@@ -165,12 +174,13 @@ def detection_report(
         classes = list(range(num_classes))
     names = (lambda c: str(c)) if class_names is None else (lambda c: str(class_names[c]))
     thresholds = sorted({float(t) for t in iou_thresholds} | {0.5, 0.75})
-    out: dict[str, Any] = {"ap": {}, "ap50": {}, "ap75": {}, "skipped_classes": [], "n_images": len(parsed)}
+    out: dict[str, Any] = {"ap": {}, "ap50": {}, "ap75": {}, "skipped_classes": [], "n_images": len(parsed),
+                           "max_dets": max_dets}
     for c in classes:
         if sum(int((tl == c).sum()) for *_, tl in parsed) == 0:
             out["skipped_classes"].append(names(c))
             continue
-        aps = dict(zip(thresholds, _class_ap(parsed, c, thresholds), strict=True))
+        aps = dict(zip(thresholds, _class_ap(parsed, c, thresholds, max_dets), strict=True))
         out["ap"][names(c)] = float(np.mean([aps[float(t)] for t in iou_thresholds]))
         out["ap50"][names(c)] = aps[0.5]
         out["ap75"][names(c)] = aps[0.75]

@@ -81,16 +81,35 @@ def landmark_report(pred: Any, gt: Any, radii: Sequence[float] = DEFAULT_SDR_RAD
                     spacing: Any = None, landmark_names: Sequence[str] | None = None) -> dict[str, Any]:
     """MSE, MRE and SDR@radii over all landmarks, plus the MRE of each landmark for ``(N, K, 2)`` input.
 
+    Hidden landmarks: for ``(N, K, 2)`` input, a ground-truth point with NaN coordinates is hidden (not
+    annotated / not visible); it is left out of every statistic, and each landmark's MRE is taken over
+    the images where it is visible (NaN for a landmark hidden in every image).
+
     Returns:
-        ``{"mse", "mre", "sdr": {"2": ..}, "n_landmarks", "unit", "per_landmark_mre"}``; SDR keys are the
-        radii formatted with ``:g`` so the dict stays JSON-friendly.
+        ``{"mse", "mre", "sdr": {"2": ..}, "n_landmarks", "unit", "per_landmark_mre"}`` (+ ``"n_hidden"``
+        when some are hidden); ``n_landmarks`` counts the scored (visible) ones; SDR keys are the radii
+        formatted with ``:g`` so the dict stays JSON-friendly.
     """
-    err = radial_errors(pred, gt, spacing)
+    p, g = as_array(pred, "pred"), as_array(gt, "gt")
+    visible = np.isfinite(g).all(axis=-1) if g.ndim == 3 and p.shape == g.shape else None
+    if visible is not None and not visible.all():
+        if not visible.any():
+            raise ValueError("every ground-truth landmark is hidden (NaN); nothing to score")
+        pv, gv = p[visible][:, None, :], g[visible][:, None, :]  # (M, 1, 2): one visible point per row
+        sv = _visible_spacing(spacing, visible)
+        full = np.full(visible.shape, np.nan)
+        full[visible] = radial_errors(pv, gv, sv)[:, 0]
+        err, scored = full, full[visible]
+        sdr = success_detection_rate(pv, gv, radii, sv)
+    else:
+        err = radial_errors(p, g, spacing)
+        scored = err
+        sdr = success_detection_rate(p, g, radii, spacing)
     report: dict[str, Any] = {
-        "mse": float(np.mean(err ** 2)),
-        "mre": float(np.mean(err)),
-        "sdr": {f"{float(r):g}": v for r, v in success_detection_rate(pred, gt, radii, spacing).items()},
-        "n_landmarks": int(err.size),
+        "mse": float(np.mean(scored ** 2)),
+        "mre": float(np.mean(scored)),
+        "sdr": {f"{float(r):g}": v for r, v in sdr.items()},
+        "n_landmarks": int(scored.size),
         "unit": "px" if spacing is None else "spacing unit (e.g. mm)",
     }
     if err.ndim == 2:
@@ -98,5 +117,21 @@ def landmark_report(pred: Any, gt: Any, radii: Sequence[float] = DEFAULT_SDR_RAD
         names = [str(i) for i in range(k)] if landmark_names is None else [str(n) for n in landmark_names]
         if len(names) != k:
             raise ValueError(f"landmark_names has {len(names)} entries but there are {k} landmarks")
-        report["per_landmark_mre"] = {n: float(v) for n, v in zip(names, err.mean(axis=0), strict=True)}
+        seen = np.isfinite(err)
+        per = [float(err[seen[:, j], j].mean()) if seen[:, j].any() else float("nan") for j in range(k)]
+        report["per_landmark_mre"] = dict(zip(names, per, strict=True))
+        if not seen.all():
+            report["n_hidden"] = int((~seen).sum())
     return report
+
+
+def _visible_spacing(spacing: Any, visible: np.ndarray) -> Any:
+    """Spacing for the flattened visible points: a per-image (N, 2) spacing repeated per visible point."""
+    if spacing is None:
+        return None
+    s = as_array(spacing, "spacing")
+    if s.ndim != 2:
+        return spacing
+    if s.shape != (visible.shape[0], 2):
+        raise ValueError(f"per-image spacing must be (N, 2) for (N, K, 2) landmarks; got {tuple(s.shape)}")
+    return np.repeat(s, visible.sum(axis=1), axis=0)  # (M, 2), rows in the order of p[visible]

@@ -80,6 +80,31 @@ def dice_per_class(pred_labels: Any, gt_labels: Any, num_classes: int) -> np.nda
     return _empty_rule(pred_oh, gt_oh, torch.nan_to_num(dsc, nan=0.0))
 
 
+def _spacing_per_image(spacing: Spacing, batch: int) -> list[tuple[float, float]] | None:
+    """Normalise ``spacing`` to one ``(sy, sx)`` pair per image (see :func:`nsd_per_class`).
+
+    Raises:
+        ValueError: any other shape, or a non-finite / non-positive value.
+    """
+    if spacing is None:
+        return None
+    s = np.asarray(spacing, dtype=np.float64)
+    if s.ndim == 0:
+        pairs = np.full((batch, 2), float(s))
+    elif s.shape == (2,):
+        pairs = np.broadcast_to(s, (batch, 2))
+    elif s.ndim == 2 and s.shape[1] == 2:
+        if s.shape[0] != batch:
+            raise ValueError(f"per-image spacing has {s.shape[0]} (sy, sx) pairs for {batch} images")
+        pairs = s
+    else:
+        raise ValueError(f"spacing must be a scalar, one (sy, sx) pair, or a list of one (sy, sx) pair per image; "
+                         f"got shape {tuple(s.shape)} (per-image scalars are not accepted: write [[s, s], ...])")
+    if not np.all(np.isfinite(pairs)) or np.any(pairs <= 0):
+        raise ValueError(f"spacing must be finite and > 0, got {pairs.ravel()[:4].tolist()}")
+    return [(float(a), float(b)) for a, b in pairs]
+
+
 def nsd_per_class(
     pred_labels: Any,
     gt_labels: Any,
@@ -101,8 +126,9 @@ def nsd_per_class(
         tolerance: ε, one value or one per class (length ``num_classes``, background entry unused).
             In pixels when ``spacing`` is ``None``, otherwise in the spacing's unit (e.g. mm; the report
             uses ε = 2 mm).
-        spacing: Pixel size per axis ``(row, col)``, a scalar for isotropic pixels, or one such entry per
-            image; ``None`` means 1 (distances in pixels).
+        spacing: Pixel size: a scalar (isotropic, every image), one ``(sy, sx)`` pair (every image), or a
+            list of one ``(sy, sx)`` pair per image; ``None`` means 1 (distances in pixels). A flat list
+            is always one pair, never per-image scalars (with two images that would be ambiguous).
 
     Returns:
         float64 array ``(B, num_classes)`` (column 0 = background); empty-mask convention of the module
@@ -115,6 +141,7 @@ def nsd_per_class(
         raise ValueError(f"tolerance must be a scalar or have {num_classes} entries, got {len(tol)}")
     if not np.all(np.isfinite(tol)) or np.any(tol < 0):
         raise ValueError(f"tolerance must be finite and >= 0, got {tol.tolist()}")
+    spacing = _spacing_per_image(spacing, int(pred_oh.shape[0]))
     with warnings.catch_warnings():  # MONAI warns on empty masks; the empty convention handles them
         warnings.simplefilter("ignore")
         nsd = compute_surface_dice(pred_oh, gt_oh, class_thresholds=tol.tolist(), include_background=True,

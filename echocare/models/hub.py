@@ -14,6 +14,12 @@ Mask token: an encoder export carries no ``mask_token`` (it is not part of a sto
 returned backbone has a freshly initialised one (truncated normal, std 0.02). It only matters if the
 backbone is used for further masked-image pretraining; ``forward_*`` without a mask never touches it.
 A ``--full`` export does carry the pretrained mask token and it is restored.
+
+Untrusted files: nothing is unpickled (torch files load with ``weights_only=True``); a file's
+``architecture`` must be an echocare encoder or a timm Swin (v1) name; its ``model_args`` may only hold
+Swin constructor arguments, and their sizes are bounded (:data:`ARG_LIMITS`, :data:`MAX_PARAMS`) before
+anything is allocated. Every such refusal is a :class:`WeightsFileError` (a ``ValueError``) with a
+one-line message.
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ from echocare.models.registry import ENCODER_DEFAULTS, ENCODER_SPECS
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "WeightsFileError",
     "adapt_patch_embed",
+    "check_backbone_args",
     "find_encoder_prefix",
     "infer_swin_kwargs",
     "load_backbone",
@@ -45,6 +53,92 @@ __all__ = [
 ENCODER_FORMAT = "echocare-encoder"
 FULL_FORMAT = "echocare-full"
 _PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+#: Constructor arguments a file's ``model_args`` may set (timm ``SwinTransformer``'s plain-data ones).
+ALLOWED_ARGS = frozenset({
+    "img_size", "patch_size", "in_chans", "num_classes", "global_pool", "embed_dim", "depths", "num_heads",
+    "head_dim", "window_size", "always_partition", "strict_img_size", "dynamic_img_size", "mlp_ratio",
+    "qkv_bias", "drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate",
+})
+#: Inclusive upper bounds checked before a model is built (a Swin-L is embed_dim 192, depths <= 18).
+ARG_LIMITS = {"img_size": 4096, "patch_size": 64, "in_chans": 16, "embed_dim": 2048, "depth": 64, "stages": 8,
+              "num_heads": 256, "head_dim": 1024, "window_size": 64, "mlp_ratio": 16.0, "tokens_per_side": 1024,
+              "num_classes": 100_000}
+#: Largest encoder a file may ask for, in parameters (estimated from the arguments; ~8 GB in fp32).
+MAX_PARAMS = 2_000_000_000
+
+
+class WeightsFileError(ValueError):
+    """A weights file that is unreadable, not a plain tensor file, or whose metadata is refused."""
+
+
+def _ints(value: Any, name: str) -> list[int]:
+    vals = value if isinstance(value, (list, tuple)) else [value]
+    if not vals or not all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
+        raise WeightsFileError(f"model_args {name}={value!r} must be an int or a list of ints")
+    return [int(v) for v in vals]
+
+
+def _bounded(value: Any, name: str, limit: float, low: int = 1) -> list[int]:
+    vals = _ints(value, name)
+    if any(v < low or v > limit for v in vals):
+        raise WeightsFileError(f"model_args {name}={value!r} is outside [{low}, {limit}]")
+    return vals
+
+
+def check_backbone_args(architecture: str, args: dict[str, Any], where: str = "backbone") -> None:
+    """Refuse an architecture or arguments a backbone file must not ask for (before any allocation).
+
+    Args:
+        architecture: echocare encoder name, or a timm Swin (v1) model name.
+        args: ``EchoCareSwin`` / timm ``SwinTransformer`` keyword arguments.
+        where: Named in the error (the file).
+
+    Raises:
+        WeightsFileError: unknown architecture, an argument that is not a plain Swin size/flag, a size
+            outside :data:`ARG_LIMITS`, or more than :data:`MAX_PARAMS` parameters.
+    """
+    import timm
+
+    known = set(ENCODER_SPECS) | {spec.timm_architecture for spec in ENCODER_SPECS.values()}
+    swins = {n for n in timm.list_models("swin_*") if not n.startswith("swinv2")}
+    if not isinstance(architecture, str) or architecture not in known | swins:
+        raise WeightsFileError(f"{where}: architecture {architecture!r} is neither an echocare encoder nor a timm "
+                               "Swin (e.g. swin_base_patch4_window7_224)")
+    extra = sorted(set(args) - ALLOWED_ARGS)
+    if extra:
+        raise WeightsFileError(f"{where}: unexpected model_args {extra}; allowed: {sorted(ALLOWED_ARGS)}")
+    lim = ARG_LIMITS
+    try:
+        sides = _bounded(args.get("img_size", ENCODER_DEFAULTS["img_size"]), "img_size", lim["img_size"])
+        patch = _bounded(args.get("patch_size", 4), "patch_size", lim["patch_size"])[0]
+        _bounded(args.get("in_chans", 1), "in_chans", lim["in_chans"])
+        _bounded(args.get("num_classes", 0), "num_classes", lim["num_classes"], low=0)
+        dim = _bounded(args.get("embed_dim", 96), "embed_dim", lim["embed_dim"])[0]
+        depths = _bounded(args.get("depths", [2, 2, 6, 2]), "depths", lim["depth"])
+        heads = _bounded(args.get("num_heads", [3, 6, 12, 24]), "num_heads", lim["num_heads"])
+        if "head_dim" in args and args["head_dim"] is not None:
+            _bounded(args["head_dim"], "head_dim", lim["head_dim"])
+        window = args.get("window_size", 7)
+        for w in (window if isinstance(window, (list, tuple)) else [window]):
+            _bounded(w, "window_size", lim["window_size"])
+        ratio = args.get("mlp_ratio", 4.0)
+        ratios = [float(r) for r in (ratio if isinstance(ratio, (list, tuple)) else [ratio])]
+    except (TypeError, ValueError) as err:
+        raise WeightsFileError(f"{where}: {err}") from None
+    if not 1 <= len(depths) <= lim["stages"] or len(heads) not in (1, len(depths)):
+        raise WeightsFileError(f"{where}: model_args depths={depths} / num_heads={heads} do not describe "
+                               f"1..{lim['stages']} stages")
+    if not all(0 < r <= lim["mlp_ratio"] for r in ratios):
+        raise WeightsFileError(f"{where}: model_args mlp_ratio={ratio!r} is outside (0, {lim['mlp_ratio']}]")
+    if max(sides) // patch > lim["tokens_per_side"]:
+        raise WeightsFileError(f"{where}: img_size {sides} / patch_size {patch} exceeds "
+                               f"{lim['tokens_per_side']} tokens per side")
+    r = max(ratios)
+    params = sum(d * (4 + 2 * r) * (dim * 2 ** i) ** 2 for i, d in enumerate(depths))
+    if params > MAX_PARAMS:
+        raise WeightsFileError(f"{where}: model_args ask for ~{params / 1e9:.0f}e9 parameters "
+                               f"(embed_dim={dim}, depths={depths}); the limit is {MAX_PARAMS / 1e9:.0f}e9")
 
 
 def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -65,20 +159,29 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     if not path.is_file():
         raise FileNotFoundError(f"no weights file at {path}")
     if path.suffix == ".safetensors":
-        with safe_open(str(path), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-            state = {k: f.get_tensor(k) for k in f.keys()}
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = dict(f.metadata() or {})
+                state = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as err:  # noqa: BLE001 - SafetensorError (truncated, renamed pickle) is no OSError
+            raise WeightsFileError(f"{path}: not a readable safetensors file "
+                                   f"({str(err).splitlines()[0] if str(err) else type(err).__name__})") from None
     elif path.suffix in _PICKLE_SUFFIXES:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - UnpicklingError (payload), RuntimeError (bad zip), ...
+            first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+            raise WeightsFileError(f"{path}: refused: not a plain tensor file loadable with weights_only=True "
+                                   f"({first[:200]})") from None
         for key in ("model", "state_dict", "module"):
             if isinstance(obj, dict) and isinstance(obj.get(key), dict):
                 obj = obj[key]
         state, metadata = obj, {}
     else:
-        raise ValueError(f"{path}: unknown weights format {path.suffix!r}; use .safetensors or a torch file "
+        raise WeightsFileError(f"{path}: unknown weights format {path.suffix!r}; use .safetensors or a torch file "
                          f"({', '.join(_PICKLE_SUFFIXES)})")
     if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: holds no tensors (not a state dict)")
+        raise WeightsFileError(f"{path}: holds no tensors (not a state dict)")
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}, metadata
 
 
@@ -122,12 +225,17 @@ def infer_swin_kwargs(state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
     if not blocks or sorted(blocks) != list(range(len(blocks))):
         raise ValueError(f"not a timm Swin state dict: stages found {sorted(blocks)}")
     depths = [len(blocks[i]) for i in range(len(blocks))]
-    tables = [state_dict[f"layers.{i}.blocks.0.attn.relative_position_bias_table"] for i in range(len(depths))]
+    try:
+        tables = [state_dict[f"layers.{i}.blocks.0.attn.relative_position_bias_table"] for i in range(len(depths))]
+        fc1 = state_dict["layers.0.blocks.0.mlp.fc1.weight"]  # (hidden, D)
+        qkv = state_dict["layers.0.blocks.0.attn.qkv.weight"]  # (3 * heads * head_dim, D)
+    except KeyError as err:
+        raise ValueError(f"not a timm Swin state dict: {err} missing") from None
+    if proj.ndim != 4 or any(t.ndim != 2 for t in tables) or fc1.ndim != 2 or qkv.ndim != 2:
+        raise ValueError("not a timm Swin state dict: unexpected tensor ranks")
     num_heads = [int(t.shape[1]) for t in tables]
     window = (int(round(tables[0].shape[0] ** 0.5)) + 1) // 2
     embed_dim = int(proj.shape[0])
-    fc1 = state_dict["layers.0.blocks.0.mlp.fc1.weight"]  # (hidden, D)
-    qkv = state_dict["layers.0.blocks.0.attn.qkv.weight"]  # (3 * heads * head_dim, D)
     kwargs: dict[str, Any] = {
         "patch_size": int(proj.shape[-1]),
         "in_chans": int(proj.shape[1]),
@@ -171,14 +279,16 @@ def timm_architecture_for(kwargs: dict[str, Any]) -> str:
     return "swin_tiny_patch4_window7_224"
 
 
-def _decode_metadata(metadata: dict[str, str], path: Path) -> dict[str, Any]:
+def decode_metadata(metadata: dict[str, str], path: Path) -> dict[str, Any]:
     """Plain-string ``format``/``architecture`` plus JSON-decoded ``model_args``."""
     meta: dict[str, Any] = {k: metadata[k] for k in ("format", "architecture") if k in metadata}
     if "model_args" in metadata:
         try:
             meta["model_args"] = json.loads(metadata["model_args"])
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: metadata 'model_args' is not JSON ({err})") from err
+            raise WeightsFileError(f"{path}: metadata 'model_args' is not JSON ({err})") from None
+        if not isinstance(meta["model_args"], dict):
+            raise WeightsFileError(f"{path}: metadata 'model_args' is not a JSON object")
     return meta
 
 
@@ -213,11 +323,13 @@ def load_backbone(path: str | Path, **overrides: Any) -> EchoCareSwin:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
+        WeightsFileError: (a ValueError) unreadable or pickled-object file, refused architecture or
+            ``model_args`` (see :func:`check_backbone_args`).
         ValueError: the file holds no Swin encoder, or its tensors do not fit the architecture.
     """
     path = Path(path)
     state, raw_meta = read_weights(path)
-    meta = _decode_metadata(raw_meta, path)
+    meta = decode_metadata(raw_meta, path)
     fmt = meta.get("format")
     prefix = find_encoder_prefix(state, where=str(path))
     if prefix:
@@ -225,7 +337,7 @@ def load_backbone(path: str | Path, **overrides: Any) -> EchoCareSwin:
     state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if fmt in (ENCODER_FORMAT, FULL_FORMAT):
         if not isinstance(meta.get("model_args"), dict) or not isinstance(meta.get("architecture"), str):
-            raise ValueError(f"{path}: {fmt} file without 'architecture'/'model_args' metadata")
+            raise WeightsFileError(f"{path}: {fmt} file without 'architecture'/'model_args' metadata")
         args = dict(meta["model_args"])
         arch = meta["architecture"]
     else:
@@ -239,6 +351,7 @@ def load_backbone(path: str | Path, **overrides: Any) -> EchoCareSwin:
             state = {k: v for k, v in state.items() if not k.startswith("head.")}
     args.update(overrides)
     args["num_classes"] = 0
+    check_backbone_args(arch, args, where=str(path))
     model = EchoCareSwin(timm_architecture=arch, **args)
     proj_key = "patch_embed.proj.weight"
     if proj_key in state:

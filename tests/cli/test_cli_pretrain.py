@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -127,11 +128,11 @@ def test_sigkill_during_checkpoint_write_then_resume_matches(shards, tmp_path):
         torch.testing.assert_close(got[name], want[name], atol=1e-5, rtol=0, msg=name)
 
 
-def _launch(shards, out, launcher_args, extra_env=None):
+def _launch(shards, out, launcher_args, extra_env=None, steps=3, resume=()):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", *launcher_args, "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", "0", "-m", "echocare",
-           *_args(shards, out, "train.max_steps=3", "train.ckpt_every=3", "train.image_every=3")]
+           *_args(shards, out, f"train.max_steps={steps}", "train.ckpt_every=2", "train.image_every=3"), *resume]
     proc = subprocess.run(cmd, env=_env(**(extra_env or {})), capture_output=True, text=True, timeout=420)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return _records(out)
@@ -144,7 +145,7 @@ def test_ddp_two_processes(shards, tmp_path):
     assert all(r["world_size"] == 2 for r in recs)
     assert recs[-1]["samples"] == 3 * 4 * 2
     ckpt = tmp_path / "checkpoints" / "step-00000003"
-    for name in ("random_states_0.pkl", "random_states_1.pkl", "loader_state_rank0.json",
+    for name in ("rng_state_rank0.json", "rng_state_rank1.json", "optimizer_0.json", "loader_state_rank0.json",
                  "loader_state_rank1.json", "model.safetensors", MARKER):
         assert (ckpt / name).is_file(), name
 
@@ -161,6 +162,17 @@ def test_deepspeed_zero2_two_processes(shards, tmp_path):
     from echocare.jobs.export import export_encoder
 
     enc = export_encoder(tmp_path, tmp_path / "encoder.safetensors")
+    # resume from the step-2 DeepSpeed checkpoint: its engine pickles load with weights_only=True,
+    # and a planted accelerate-style pickle is never opened
+    ckpt2 = tmp_path / "checkpoints" / "step-00000002"
+    marker = tmp_path / "payload-ran"
+    (ckpt2 / "custom_checkpoint_0.pkl").write_bytes(
+        b"cbuiltins\nexec\n(V" + f"open({str(marker)!r}, 'w').write('x')".encode() + b"\ntR.")
+    shutil.rmtree(tmp_path / "checkpoints" / "step-00000003")
+    recs = _launch(shards, tmp_path, ["--use_deepspeed", "--zero_stage", "2"], {"DS_ACCELERATOR": "cpu"},
+                   steps=4, resume=["--resume", "auto"])
+    assert [r["step"] for r in recs] == [1, 2, 3, 4] and not marker.exists()
+    assert [s for s, _ in CheckpointManager(tmp_path / "checkpoints").checkpoints()][-1] == 4
     backbone = echocare.load_backbone(enc)
     stem = "encoder.patch_embed.proj.weight"
     torch.testing.assert_close(backbone.patch_embed.proj.weight, weights[next(k for k in weights if k.endswith(stem))])

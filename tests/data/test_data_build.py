@@ -230,3 +230,42 @@ def test_unexpected_error_is_reported_not_fatal(corpus: dict[str, Path], tmp_pat
     assert index["total"] == 10 and index["rejected"]["error"] == 1
     row = next(r for r in _report(tmp_path / "out") if r["reason"] == "error")
     assert row["source"] == "p02/lung_d.png" and "decoder bug" in row["detail"]
+
+
+def _bomb_png() -> bytes:
+    """A PNG header claiming 20000 x 20000 gray pixels (over PIL's decompression-bomb limit)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_bomb_truncated_dicom_and_non_utf8_names_in_the_report(tmp_path: Path, shard_helpers) -> None:
+    import os
+
+    from pydicom import examples
+
+    root = tmp_path / "data"
+    for i in range(3):
+        shard_helpers.phantom_png(root / f"ok_{i}.png", i, size=64)
+    (root / "bomb.png").write_bytes(_bomb_png())
+    raw = Path(examples.get_path("ct")).read_bytes()
+    (root / "cut.dcm").write_bytes(raw[: raw.find(b"\xe0\x7f\x10\x00") + 500])  # ends inside pixel data
+    odd = os.fsencode(root) + b"/caf\xe9.png"  # a Latin-1 file name: not UTF-8
+    with open(odd, "wb") as fh:
+        fh.write(b"not an image")
+    m = tmp_path / "m.yaml"
+    m.write_text(yaml.safe_dump({"image_size": 32, "datasets": [
+        {"name": "imgs", "root": "data", "kind": "images", "include": ["*.png"]},
+        {"name": "dcm", "root": "data", "kind": "dicom", "include": ["*.dcm"]}]}))
+    index = build_shards(m, tmp_path / "out")
+    assert index["total"] == 3
+    text = (tmp_path / "out" / "build_report.jsonl").read_bytes().decode("utf-8")  # strict UTF-8
+    rows = {r["source"]: r["reason"] for r in map(json.loads, text.splitlines())}
+    assert rows == {"bomb.png": "decompression-bomb", "cut.dcm": "truncated-pixel-data",
+                    "caf\\xe9.png": "not-an-image"}
+    assert index["rejected"] == {"decompression-bomb": 1, "not-an-image": 1, "truncated-pixel-data": 1}

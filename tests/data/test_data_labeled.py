@@ -64,8 +64,57 @@ def test_segmentation_masks_nearest_and_flip(tmp_path):
     assert item["mask"].dtype == torch.long and set(item["mask"].unique().tolist()) == {0, 1, 2}
     flipped = LabeledDataset(s.records, R.read_mask, 32, augment=True, hflip=1.0, intensity=0.0)[0]
     assert torch.equal(flipped["mask"], item["mask"].flip(-1))
-    with pytest.raises(ValueError, match="no usable"):
-        scan_dataset(S.scan_segmentation, tmp_path, ScanOptions(num_classes=2))  # value 2 out of range -> skipped
+    with pytest.raises(ValueError, match=r"masks hold values 2 outside 0..1 .*1 mask\(s\), e.g. masks/a.png"):
+        scan_dataset(S.scan_segmentation, tmp_path, ScanOptions(num_classes=2))  # value 2 out of range: one error
+
+
+@pytest.mark.parametrize("num_classes", [2, None])
+def test_binary_masks_stored_0_255_are_two_classes(tmp_path, num_classes, caplog):
+    mask = np.zeros((40, 60), np.uint8)
+    mask[10:30, 10:50] = 255
+    for name in ("a", "b"):
+        _png(tmp_path / "images" / f"{name}.png")
+        _png(tmp_path / "masks" / f"{name}.png", value=mask)
+    _png(tmp_path / "images" / "c.png")
+    _png(tmp_path / "masks" / "c.png", value=(mask // 255).astype(np.uint8))  # 0/1 next to 0/255: same classes
+    with caplog.at_level("INFO"):
+        s = scan_dataset(S.scan_segmentation, tmp_path, ScanOptions(num_classes=num_classes))
+    assert s.num_outputs == 2 and len(s.records) == 3 and not s.skips.by_reason()
+    assert sum("2 of 3 masks are binary masks stored 0/255" in r.getMessage() for r in caplog.records) == 1
+    items = LabeledDataset(s.records, R.read_mask, 32)
+    for i in range(3):
+        assert set(items[i]["mask"].unique().tolist()) == {0, 1}
+
+
+def test_unexpected_mask_values_are_one_error_listing_them(tmp_path):
+    mask = np.zeros((20, 20), np.uint8)
+    mask[:5] = 128
+    mask[5:10] = 255
+    _png(tmp_path / "images" / "a.png", 20, 20)
+    _png(tmp_path / "masks" / "a.png", value=mask)
+    with pytest.raises(ValueError, match=r"masks hold values 128, 255 outside 0..1"):
+        scan_dataset(S.scan_segmentation, tmp_path, ScanOptions(num_classes=2))
+    with pytest.raises(ValueError, match=r"masks hold values 0, 128, 255 that are not class ids"):
+        scan_dataset(S.scan_segmentation, tmp_path)
+
+
+@pytest.mark.parametrize("num_classes", [2, None])
+def test_hc18_masks_are_a_two_class_segmentation(tmp_path, num_classes):
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "hc18_256"
+    if not (root / "masks").is_dir():
+        pytest.skip("shared HC18 data not present")
+    for name in sorted(p.name for p in (root / "masks").iterdir())[:6]:  # real 0/255 masks, a handful
+        for sub in ("images", "masks"):
+            (tmp_path / sub).mkdir(exist_ok=True)
+            shutil.copy(root / sub / name, tmp_path / sub / name)
+    assert set(np.unique(np.asarray(Image.open(tmp_path / "masks" / name))).tolist()) == {0, 255}
+    s = scan_dataset(S.scan_segmentation, tmp_path, ScanOptions(num_classes=num_classes))
+    assert s.num_outputs == 2 and len(s.records) == 6 and not s.skips.by_reason()
+    item = LabeledDataset(s.records, R.read_mask, 64)[0]
+    assert set(item["mask"].unique().tolist()) == {0, 1}
 
 
 def test_coco_detection_boxes_scaled_and_flipped(tmp_path):

@@ -316,15 +316,96 @@ def test_bad_specs_raise_clear_errors(tmp_path):
     assert PretrainStream(brace).urls == [str(tmp_path / "shard-000000.tar")]
 
 
+def _member_offsets(path) -> list[int]:
+    import tarfile
+
+    with tarfile.open(path) as tf:
+        return [m.offset for m in tf.getmembers()]
+
+
+def _damaged_loader(tmp_path, damage, num_workers=0, **kw):
+    names = write_shards(tmp_path, [6, 6])
+    raw = bytearray(Path(names[1]).read_bytes())
+    Path(names[1]).write_bytes(bytes(damage(raw, _member_offsets(names[1]))))
+    ds = PretrainStream(str(tmp_path), img_size=32, patch_size=4, mask_patch_size=8, shuffle_buffer=1,
+                        shardshuffle=False, **kw)
+    loader = make_pretrain_loader(ds, batch_size=4, num_workers=num_workers)
+    return loader, sorted(int(k.rsplit("_", 1)[1]) for k in keys_of(collect(loader)))
+
+
 def test_truncated_shard_is_counted_and_the_rest_streams(tmp_path):
-    names = write_shards(tmp_path, [4, 4])
-    raw = Path(names[1]).read_bytes()
-    Path(names[1]).write_bytes(raw[: len(raw) // 2 + 100])
+    loader, idx = _damaged_loader(tmp_path, lambda raw, off: raw[: off[7] + 300])  # cut inside sample 9's json
+    # sample 9 is cut (seen incomplete); 10 and 11 are lost; everything before the damage streams
+    assert idx == list(range(9))
+    assert loader.stats["skipped_by_reason"] == {"incomplete_sample": 1, "truncated-shard": 2}
+    assert loader.stats["damaged_shards"] == {"shard-000001.tar": 2}
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_shard_cut_at_a_member_boundary_counts_every_lost_sample(tmp_path, num_workers, caplog):
+    # the stream ends cleanly at a header boundary (before sample 8): a plain tar reader would stop quietly
+    with caplog.at_level("WARNING"):
+        loader, idx = _damaged_loader(tmp_path, lambda raw, off: raw[: off[4]], num_workers)
+    assert idx == list(range(8))  # samples 6 and 7, right before the cut, are kept
+    assert loader.stats["skipped_by_reason"] == {"truncated-shard": 4}
+    assert loader.stats["damaged_shards"] == {"shard-000001.tar": 4}
+    if num_workers == 0:
+        assert sum("shard-000001.tar damaged: 4 of 6 samples lost" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_zeroed_header_counts_every_lost_sample(tmp_path):
+    def zero(raw, off):
+        raw[off[6]:off[6] + 512] = bytes(512)  # header of sample 9's png: looks like the end of the archive
+        return raw
+
+    loader, idx = _damaged_loader(tmp_path, zero)
+    assert idx == list(range(9))
+    assert loader.stats["skipped_by_reason"] == {"truncated-shard": 3}
+    state = loader.state_dict()
+    assert state["damaged_shards"] == {"shard-000001.tar": 3}
+
+
+def test_verify_skips_a_shard_whose_checksum_differs(tmp_path):
+    from echocare.data.writer import sha256_file
+
+    names = write_shards(tmp_path, [3, 3])
+    index = json.loads((tmp_path / "index.json").read_text())
+    for entry, name in zip(index["shards"], names):
+        entry["sha256"] = sha256_file(name)
+    index["shards"][0]["sha256"] = "0" * 64
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    ds = PretrainStream(str(tmp_path), img_size=32, patch_size=4, mask_patch_size=8, verify=True)
+    loader = make_pretrain_loader(ds, batch_size=2)
+    assert sorted(keys_of(collect(loader))) == sorted(f"{list(LABELS)[i % 3]}/img_{i:05d}" for i in (3, 4, 5))
+    assert loader.stats["skipped_by_reason"] == {"checksum-mismatch": 3}
+    index["shards"][1]["sha256"] = ""
+    with pytest.raises(ValueError, match="sha256"):
+        PretrainStream(str(tmp_path), verify=True, index=index)
+
+
+def _bomb_png(width: int = 20000, height: int = 20000) -> bytes:
+    """A PNG header claiming width x height 8-bit gray (400 Mpx: over PIL's decompression-bomb limit)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_is_a_counted_skip(tmp_path):
+    names = write_shards(tmp_path, [3])
+    with wds.TarWriter(names[0]) as sink:  # rewrite with sample 1 replaced by an oversized PNG
+        for i in range(3):
+            meta = json.dumps({"dataset": "plain", "paths": []}).encode()
+            png = _bomb_png() if i == 1 else png_bytes(np.full((32, 40), 9, np.uint8))
+            sink.write({"__key__": f"plain/img_{i:05d}", "png": png, "json": meta})
     ds = PretrainStream(str(tmp_path), img_size=32, patch_size=4, mask_patch_size=8)
-    loader = make_pretrain_loader(ds, batch_size=4)
-    keys = keys_of(collect(loader))
-    assert 4 <= len(keys) < 8 and len(set(keys)) == len(keys)
-    assert loader.stats["skipped_by_reason"].get("tar_error") == 1
+    loader = make_pretrain_loader(ds, batch_size=2)
+    assert sorted(keys_of(collect(loader))) == ["plain/img_00000", "plain/img_00002"]
+    assert loader.stats["skipped_by_reason"] == {"decompression-bomb": 1}
 
 
 def test_several_shard_directories_merge_their_indexes(tmp_path):

@@ -190,3 +190,14 @@ def test_copy_of_real_dicom_is_not_modified(tmp_path: Path) -> None:
     shutil.copy(src, tmp_path / "e.dcm")
     list(iter_dicom_frames(tmp_path / "e.dcm", stride=15))
     assert (tmp_path / "e.dcm").read_bytes() == src.read_bytes()
+
+
+@pytest.mark.parametrize(("example", "cut"), [("ct", 4), ("ct", 500), ("ybr_color", 4), ("ybr_color", 5000)])
+def test_dicom_cut_inside_pixel_data_is_truncated_pixel_data(tmp_path: Path, example: str, cut: int) -> None:
+    from pydicom import examples
+
+    raw = Path(examples.get_path(example)).read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(raw[: raw.find(b"\xe0\x7f\x10\x00") + cut])
+    with pytest.raises(SourceError) as err:
+        list(iter_dicom_frames(tmp_path / "cut.dcm"))
+    assert err.value.reason == "truncated-pixel-data"

@@ -68,3 +68,49 @@ def test_subsample_keeps_whole_groups_and_nests():
         kept_groups = {groups[i] for i in kept}
         assert sum(groups[i] in kept_groups for i in idx) == len(kept)  # no partial group
     assert subsample_groups(idx, groups, 1.0) == idx
+
+
+def _imbalanced(n=20, pos=3, frames=1):
+    """``n`` patients (``frames`` records each), the first ``pos`` of class 1, the rest class 0."""
+    groups = [f"p{p:02d}" for p in range(n) for _ in range(frames)]
+    labels = [int(p < pos) for p in range(n) for _ in range(frames)]
+    return groups, labels
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_stratified_split_puts_every_class_in_validation(frames):
+    groups, labels = _imbalanced(frames=frames)
+    plain_one_class = 0
+    for seed in range(40):
+        _, val = split_groups(groups, 0.2, seed)
+        plain_one_class += len({labels[i] for i in val}) == 1
+        train, val = train_val_split(groups, 0.2, seed, labels=labels)
+        assert {labels[i] for i in val} == {0, 1} and {labels[i] for i in train} == {0, 1}, seed
+        assert not {groups[i] for i in train} & {groups[i] for i in val}
+        assert len({groups[i] for i in val}) == 1 + round(0.2 * 17)  # per class: round(0.2 * 3) = 1, 3 of 17
+    assert plain_one_class > 0  # what stratification fixes: unstratified, some seeds validate on one class
+
+
+def test_stratified_kfold_and_group_majority_label():
+    groups, labels = _imbalanced(n=20, pos=5, frames=2)
+    labels[1] = 0  # patient p00 has labels (1, 0): a tie, so its class is the smaller label, 0
+    seen = []
+    for fold in range(4):
+        train, val = kfold_split(groups, fold, 4, seed=3, labels=labels)
+        assert {labels[i] for i in val} == {0, 1} and not {groups[i] for i in train} & {groups[i] for i in val}
+        seen += val
+    assert sorted(seen) == list(range(len(groups)))
+    with pytest.raises(ValueError, match="labels= has 3 entries"):
+        split_groups(groups, 0.2, labels=[0, 1, 0])
+
+
+def test_stratified_label_fraction_keeps_every_class_and_nests():
+    groups, labels = _imbalanced(n=40, pos=4, frames=2)
+    idx = list(range(len(groups)))
+    small = subsample_groups(idx, groups, 0.05, seed=1, labels=labels)
+    big = subsample_groups(idx, groups, 0.5, seed=1, labels=labels)
+    assert {labels[i] for i in small} == {0, 1} and set(small) <= set(big)
+    assert sum(labels[i] for i in big) == 4  # half of class 1's 8 records: 2 of its 4 patients
+    for kept in (small, big):
+        kept_groups = {groups[i] for i in kept}
+        assert all(i in kept for i in idx if groups[i] in kept_groups)  # whole groups

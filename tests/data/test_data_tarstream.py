@@ -66,3 +66,24 @@ def test_pipe_urls_work(tmp_path):
     make_tar(tmp_path / "x.tar", [("d/k1.png", b"1"), ("d/k1.json", b"{}")])
     samples = list(iter_tar_samples(f"pipe:cat {tmp_path / 'x.tar'}"))
     assert [s["__key__"] for s in samples] == ["d/k1"]
+
+
+def _offsets(path):
+    with tarfile.open(path) as tf:
+        return [m.offset for m in tf.getmembers()]
+
+
+def test_cut_at_member_boundary_and_zeroed_header_raise_after_the_good_samples(tmp_path):
+    members = [(f"d/k{i}.{ext}", b"x" * 700) for i in range(4) for ext in ("png", "json")]
+    make_tar(tmp_path / "x.tar", members)
+    raw, off = (tmp_path / "x.tar").read_bytes(), _offsets(tmp_path / "x.tar")
+    (tmp_path / "cut.tar").write_bytes(raw[: off[4]])  # ends cleanly before k2, with no end marker
+    zeroed = bytearray(raw)
+    zeroed[off[4]:off[4] + 512] = bytes(512)  # k2's header zeroed: looks like the end of the archive
+    (tmp_path / "zero.tar").write_bytes(bytes(zeroed))
+    for name, match in (("cut.tar", "end-of-archive marker"), ("zero.tar", "zero header block")):
+        got = []
+        with pytest.raises(ValueError, match=match):
+            for sample in iter_tar_samples(str(tmp_path / name)):
+                got.append(sample["__key__"])
+        assert got == ["d/k0", "d/k1"], name  # k1, the last sample before the damage, is kept

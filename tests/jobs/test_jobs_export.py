@@ -17,7 +17,7 @@ from torch import nn
 
 import echocare
 from echocare.jobs.export import export_encoder, resolve_checkpoint
-from echocare.models import create_model
+from echocare.models import create_encoder, create_model
 
 MODEL = {"name": "echocare_swin_debug", "img_size": 64, "patch_size": 4, "window_size": 4, "in_chans": 1,
          "decoder": "simmim", "ontology": None}
@@ -187,3 +187,19 @@ def test_export_writes_model_card_with_sonomqs(trained, tmp_path: Path) -> None:
     assert set(crit) == set(SONOMQS_CRITERIA) and crit["training_details"] and not crit["training_data_public"]
     text = card.read_text()
     assert "echocare_swin_debug" in text and f"SonoMQS = {sum(crit.values())}/12" in text
+
+
+def test_export_of_a_standalone_file_uses_its_own_model_args(tmp_path: Path) -> None:
+    """A bare weights file (no run dir, no config.yaml) keeps its recorded image size, not 256 px."""
+    torch.manual_seed(0)
+    enc = create_encoder("echocare_swin_debug", img_size=64, patch_size=4, window_size=4, drop_path_rate=0.0)
+    src = tmp_path / "alone" / "full.safetensors"
+    src.parent.mkdir()
+    save_file({f"encoder.{k}": v.contiguous() for k, v in enc.state_dict().items()}, str(src),
+              {"format": "echocare-full", "architecture": enc.timm_architecture,
+               "model_args": json.dumps(enc.timm_kwargs)})
+    out = export_encoder(src, tmp_path / "enc.safetensors")
+    with safe_open(str(out), "pt") as f:
+        args = json.loads(f.metadata()["model_args"])
+    assert args["img_size"] == [64, 64] and args["window_size"] == 4
+    assert echocare.load_backbone(out).patch_embed.img_size == (64, 64)

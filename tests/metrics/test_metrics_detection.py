@@ -115,3 +115,17 @@ def test_ctr_report_uses_top_scoring_boxes_and_counts_missing():
     assert r["n_missing"] == 1 and r["ctr_precision"] == pytest.approx(5 / 12)
     with pytest.raises(ValueError, match=r"targets\[0\] has 0 thoracic boxes"):
         ctr_report(preds[:1], [{"boxes": [[0, 0, 12, 20]], "labels": [0]}], 0, 1)
+
+
+def test_max_dets_keeps_the_top_scoring_detections_per_image_and_class():
+    # 101 low-scoring misses first, then the true positive with the lowest score of all
+    boxes = [[50, 50, 60, 60]] * 101 + [[0, 0, 10, 10]]
+    scores = [0.9] * 101 + [0.1]
+    preds = _pred(boxes, scores, [0] * 102)
+    gt = [{"boxes": [[0, 0, 10, 10]], "labels": [0]}]
+    capped = detection_report(preds, gt)  # default: pycocotools' 100 per image and class
+    assert capped["max_dets"] == 100 and capped["ap50"]["0"] == 0.0  # the hit is the 102nd: dropped
+    full = detection_report(preds, gt, max_dets=None)
+    assert full["ap50"]["0"] == pytest.approx(1 / 102)
+    with pytest.raises(ValueError, match="max_dets"):
+        detection_report(preds, gt, max_dets=0)

@@ -42,3 +42,20 @@ def test_report_per_landmark_and_errors():
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="gt contains 1 non-finite"):
         landmark_mse(GT, bad)
+
+
+def test_per_landmark_mre_survives_hidden_landmarks():
+    gt = np.array([[[0.0, 0.0], [10.0, 10.0], [5.0, 5.0]],
+                   [[0.0, 0.0], [np.nan, np.nan], [np.nan, np.nan]]])  # image 1 hides landmarks 1 and 2
+    pred = gt.copy()
+    pred[0] += [[3.0, 4.0], [0.0, 2.0], [1.0, 0.0]]  # errors 5, 2, 1
+    pred[1] = [[6.0, 8.0], [1.0, 1.0], [2.0, 2.0]]  # error 10 on landmark 0; the hidden ones do not count
+    r = landmark_report(pred, gt, radii=(2.0,), landmark_names=["a", "b", "c"], spacing=[[1.0, 1.0], [1.0, 1.0]])
+    assert r["per_landmark_mre"] == {"a": pytest.approx(7.5), "b": pytest.approx(2.0), "c": pytest.approx(1.0)}
+    assert r["n_hidden"] == 2 and r["n_landmarks"] == 4
+    assert r["mre"] == pytest.approx((5 + 2 + 1 + 10) / 4) and r["sdr"]["2"] == pytest.approx(0.5)
+    gt[:, 2] = np.nan  # landmark c hidden everywhere: its MRE is undefined (NaN, null in metric files)
+    r = landmark_report(pred, gt, landmark_names=["a", "b", "c"])
+    assert np.isnan(r["per_landmark_mre"]["c"]) and r["per_landmark_mre"]["b"] == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="every ground-truth landmark is hidden"):
+        landmark_report(pred, np.full_like(gt, np.nan))

@@ -101,3 +101,18 @@ def test_bad_inputs():
         dice_per_class(np.full((4, 4), 3), np.zeros((4, 4)), 2)
     with pytest.raises(ValueError, match="tolerance"):
         nsd_per_class(np.zeros((4, 4)), np.zeros((4, 4)), 2, tolerance=[1.0, 2.0, 3.0])
+
+
+def test_nsd_spacing_per_image_only_as_pairs():
+    a = _disk()
+    b = np.roll(a, 4, axis=1)  # 4 columns off
+    pred, gt = np.stack([b, b]), np.stack([a, a])
+    # a flat pair is (sy, sx) for every image, even with exactly two images
+    assert nsd_per_class(pred, gt, 2, tolerance=8.0, spacing=[1.0, 2.0])[:, 1] == pytest.approx([1.0, 1.0])
+    # per image: a list of (sy, sx) pairs; image 1 has 3 mm columns, so 12 mm > 8 mm
+    per = nsd_per_class(pred, gt, 2, tolerance=8.0, spacing=[[1.0, 2.0], [1.0, 3.0]])[:, 1]
+    assert per[0] == pytest.approx(1.0) and per[1] < 1.0
+    with pytest.raises(ValueError, match=r"per-image scalars are not accepted"):
+        nsd_per_class(np.stack([b, b, b]), np.stack([a, a, a]), 2, spacing=[1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="3 \\(sy, sx\\) pairs for 2 images"):
+        nsd_per_class(pred, gt, 2, spacing=[[1, 1], [1, 1], [1, 1]])

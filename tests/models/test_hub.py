@@ -104,3 +104,58 @@ def test_adapt_patch_embed_and_errors(tmp_path: Path) -> None:
     (tmp_path / "w.txt").write_text("x")
     with pytest.raises(ValueError, match="unknown weights format"):
         echocare.load_backbone(tmp_path / "w.txt")
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('ran')",))
+
+
+def _with_meta(tmp_path: Path, name: str, **changes) -> Path:
+    enc = _encoder()
+    meta = {"format": "echocare-encoder", "architecture": enc.timm_architecture,
+            "model_args": json.dumps(enc.timm_kwargs)}
+    meta.update(changes)
+    path = tmp_path / name
+    save_file({k: v.contiguous() for k, v in enc.stock_state_dict().items()}, str(path), meta)
+    return path
+
+
+def test_load_backbone_refuses_untrusted_metadata_before_allocating(tmp_path: Path) -> None:
+    from echocare.models.hub import WeightsFileError
+
+    args = json.loads(json.dumps(_encoder().timm_kwargs))
+    huge = dict(args, embed_dim=2048, depths=[64, 64, 64, 64], num_heads=[32, 64, 128, 256])  # ~800 GB
+    cases = {
+        "huge": (_with_meta(tmp_path, "huge.safetensors", model_args=json.dumps(huge)), r"e9 parameters"),
+        "big_img": (_with_meta(tmp_path, "img.safetensors", model_args=json.dumps(dict(args, img_size=100000))),
+                    r"img_size=100000 is outside"),
+        "arch": (_with_meta(tmp_path, "arch.safetensors", architecture="vit_huge_patch14_224"),
+                 r"'vit_huge_patch14_224' is neither an echocare encoder nor a timm Swin"),
+        "args": (_with_meta(tmp_path, "args.safetensors", model_args=json.dumps(dict(args, norm_layer="x"))),
+                 r"unexpected model_args \['norm_layer'\]"),
+        "list": (_with_meta(tmp_path, "list.safetensors", model_args="[1, 2]"), "not a JSON object"),
+    }
+    for name, (path, match) in cases.items():
+        with pytest.raises(WeightsFileError, match=match) as info:
+            echocare.load_backbone(path)
+        assert "\n" not in str(info.value), name
+
+
+def test_load_backbone_refuses_pickles_and_truncated_files(tmp_path: Path) -> None:
+    from echocare.models.hub import WeightsFileError
+
+    marker = tmp_path / "payload-ran"
+    torch.save({"model": {"w": torch.ones(2)}, "x": _Payload(marker)}, tmp_path / "evil.pth")
+    (tmp_path / "evil.safetensors").write_bytes((tmp_path / "evil.pth").read_bytes())  # a pickle renamed
+    good = _with_meta(tmp_path, "good.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(good[: len(good) // 2])
+    for name, match in (("evil.pth", "weights_only=True"), ("evil.safetensors", "not a readable safetensors"),
+                        ("cut.safetensors", "not a readable safetensors")):
+        with pytest.raises(WeightsFileError, match=match) as info:
+            echocare.load_backbone(tmp_path / name)
+        assert "\n" not in str(info.value) and name in str(info.value)
+    assert not marker.exists()

@@ -29,7 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from echocare.data.labeled.media import count_frames, load_mask
+import numpy as np
+
+from echocare.data.labeled.media import check_mask_values, count_frames, load_mask
 from echocare.data.labeled.records import (
     IMAGE_SUFFIXES,
     PATH_COLUMNS,
@@ -170,20 +172,16 @@ def _segmentation(root: Path, opts: ScanOptions, skips: SkipReport):
 
 
 def _check_masks(records: list[Record], num_classes: int | None, skips: SkipReport) -> tuple[list[Record], int]:
-    kept, top = [], 0
+    kept, values = [], {}
     for r in records:
         try:
-            mask = load_mask(Path(r.root) / r.target)
+            mask = load_mask(Path(r.root) / r.target, map_binary=False)
         except SourceError as err:
             skips.add(r.target, err.reason, err.detail)
             continue
-        hi, lo = int(mask.max()), int(mask.min())
-        if lo < 0 or (num_classes is not None and hi >= num_classes):
-            skips.add(r.target, "mask-value-out-of-range", f"values in [{lo}, {hi}], data.num_classes={num_classes}")
-            continue
-        top = max(top, hi)
+        values[r.target] = {int(v) for v in np.unique(mask)}
         kept.append(r)
-    return kept, num_classes if num_classes is not None else max(2, top + 1)
+    return kept, check_mask_values(values, num_classes)  # 0/255 binary -> 0/1; bad values: one error
 
 
 def _videos(records: list[Record], opts: ScanOptions, skips: SkipReport, clips: bool) -> list[Record]:

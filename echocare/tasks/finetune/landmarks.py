@@ -31,13 +31,8 @@ def collect(pred: dict[str, torch.Tensor], batch: dict[str, Any], records: list[
 
 def metrics(pred: dict[str, list], class_names: list[str], opts: MetricOptions) -> dict[str, Any]:
     """Landmark report over visible landmarks (hidden ones counted in ``n_hidden``)."""
-    pts, gt = np.stack(pred["points"]), np.stack(pred["gt"])  # (N, L, 2)
-    visible = np.isfinite(gt).all(axis=-1)
-    if visible.all():
-        return M.landmark_report(pts, gt, radii=opts.sdr_radii, landmark_names=class_names or None)
-    report = M.landmark_report(pts[visible], gt[visible], radii=opts.sdr_radii)
-    report["n_hidden"] = int((~visible).sum())
-    return report
+    pts, gt = np.stack(pred["points"]), np.stack(pred["gt"])  # (N, L, 2); hidden landmarks: NaN in gt
+    return M.landmark_report(pts, gt, radii=opts.sdr_radii, landmark_names=class_names or None)
 
 
 SPEC = TaskSpec(
