@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from echocare.engine.finetune import _write_json
+from echocare.jobs.finetune import write_json
 
 
 def test_metric_files_are_strict_json(tmp_path):
-    _write_json(tmp_path / "metrics.json", {"headline": {"auc": float("nan"), "accuracy": 0.5}})
+    write_json(tmp_path / "metrics.json", {"headline": {"auc": float("nan"), "accuracy": 0.5}})
     doc = json.loads((tmp_path / "metrics.json").read_text(),
                      parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
     assert doc["headline"] == {"auc": None, "accuracy": 0.5}
