@@ -101,7 +101,9 @@ def test_prepare_data_val_root_kfold_and_fraction(work):
         assert not {f.groups[i] for i in f.train_idx} & {f.groups[i] for i in f.val_idx}
     explicit = prepare_data(load_config(FinetuneConfig, None, [*base, f"data.val_root={work / 'cls'}",
                                                                "data.train_fraction=0.5"]))
-    assert len(explicit.val_idx) == 18 and len(explicit.train_idx) == 10 and explicit.val is not explicit.train
+    # label fraction stratified by class: 2 of each class's 3 patients (x 2 frames), every class kept
+    assert len(explicit.val_idx) == 18 and len(explicit.train_idx) == 12 and explicit.val is not explicit.train
+    assert {explicit.train.records[i].target for i in explicit.train_idx} == {0, 1, 2}
     assert explicit.report()["val_root"] == str(work / "cls")
 
 
