@@ -1,4 +1,4 @@
-"""Report-generation metrics (seed 003 §4.3, "Report"): BLEU-1..4, METEOR, ROUGE-L, findings ACC/P/R/F1.
+"""Report-generation metrics (seed 003 §4.3, "Report"): BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, findings ACC/P/R/F1.
 
 * Text is compared on :func:`tokenize_report` tokens: NFKC + lowercase, words of letters/digits
   (decimals kept, punctuation dropped), and every CJK character as its own token (the usual
@@ -17,7 +17,8 @@
   sonographer entities: liver, capsule, echogenicity, ...); the default is
   :func:`default_findings_terms`: the ``k`` content unigrams and bigrams found in the most training
   reports (ties alphabetical), leaving out stop-words, numbers and terms present in *every* report.
-* CIDEr is not computed.
+* **CIDEr-D** is pycocoevalcap's (pure Python; its Java parts — PTB tokenizer, METEOR, SPICE — are not
+  used), on the same tokens; document frequencies come from the evaluated references, as in COCO.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "bleu", "default_findings_terms", "findings_labels", "findings_scores", "meteor", "report_generation_report",
+    "bleu", "cider", "default_findings_terms", "findings_labels", "findings_scores", "meteor", "report_generation_report",
     "rouge_l", "tokenize_report",
 ]
 
@@ -103,6 +104,17 @@ def meteor(hyps: Sequence[str], refs: Sequence[str], wordnet: Any | None = None)
     wn = wordnet if wordnet is not None else _ExactStemOnly()
     scores = [meteor_score([tokenize_report(r)], tokenize_report(h), wordnet=wn) for h, r in zip(hyps, refs)]
     return float(sum(scores) / len(scores))
+
+
+def cider(hyps: Sequence[str], refs: Sequence[str]) -> float:
+    """Corpus CIDEr-D (pycocoevalcap ``Cider``), one reference per report."""
+    from pycocoevalcap.cider.cider import Cider
+
+    _check(hyps, refs)
+    gts = {i: [" ".join(tokenize_report(r))] for i, r in enumerate(refs)}
+    res = {i: [" ".join(tokenize_report(h))] for i, h in enumerate(hyps)}
+    score, _ = Cider().compute_score(gts, res)
+    return float(score)
 
 
 class _RougeTokenizer:
@@ -204,6 +216,7 @@ def report_generation_report(
         why["meteor"] = reason
     out["meteor_exact_stem"] = meteor(hyps, refs, None)
     out["rouge_l"] = rouge_l(hyps, refs)
+    out["cider"] = cider(hyps, refs)
     if terms is None:
         terms = default_findings_terms(train_corpus if train_corpus is not None else refs, num_terms)
         out["findings_terms_source"] = f"top {num_terms} of the {'training' if train_corpus else 'reference'} corpus"

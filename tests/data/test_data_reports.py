@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from echocare.data.labeled.reports import ReportDataset, ReportTokenizer, collate_reports, scan_reports
+from echocare.data.labeled.reports import (
+    ReportDataset,
+    ReportTokenizer,
+    collate_reports,
+    scan_reports,
+    write_generated_reports,
+)
 
 
 def _png(path, value: int) -> None:
@@ -43,6 +49,11 @@ def test_jsonl_scan_with_counted_skips(corpus_dir):
     assert data.skips.by_reason() == {"bad-json": 1, "too-many-images": 1, "missing-image": 1, "corrupt-image": 1,
                                       "empty-report": 1, "missing-field": 1}
     assert data.texts[1] == "Thyroid nodule, 5.2 mm."
+    out = write_generated_reports(corpus_dir / "eval" / "reports.jsonl", data.records, ["liver ok", "甲状腺"])
+    rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert rows[1] == {"images": ["images/b1.png"], "reference": "Thyroid nodule, 5.2 mm.", "generated": "甲状腺"}
+    with pytest.raises(ValueError, match="2 records but 1"):
+        write_generated_reports(out, data.records, ["x"])
 
 
 def test_csv_form_and_errors(tmp_path):

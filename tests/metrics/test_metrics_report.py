@@ -20,6 +20,9 @@ def test_identical_and_disjoint_reports():
         assert perfect[k] == pytest.approx(1.0, abs=1e-3), k
     wrong = ["spleen unremarkable"] * 2
     assert rm.bleu(wrong, REFS)["bleu_1"] == 0.0 and rm.rouge_l(wrong, REFS) == 0.0
+    three = REFS + ["gallbladder wall is thin ."]
+    assert rm.cider(three, three) > 1.0 and rm.cider(["spleen unremarkable"] * 3, three) == 0.0
+    assert perfect["cider"] > 0 and "cider" not in perfect["unavailable"]
     with pytest.raises(ValueError, match="2 generated reports but 1"):
         rm.bleu(REFS, REFS[:1])
 

@@ -35,7 +35,8 @@ from echocare.data.labeled.records import IMAGE_SUFFIXES, SkipReport, pick_colum
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ReportDataset", "ReportRecord", "ReportSet", "ReportTokenizer", "collate_reports", "scan_reports"]
+__all__ = ["ReportDataset", "ReportRecord", "ReportSet", "ReportTokenizer", "collate_reports", "scan_reports",
+           "write_generated_reports"]
 
 SPECIAL_TOKENS = ("[PAD]", "[BOS]", "[EOS]", "[UNK]")
 
@@ -256,3 +257,19 @@ def collate_reports(items: list[dict[str, Any]]) -> dict[str, Any]:
         "report": [i["report"] for i in items],
         "index": torch.tensor([i["index"] for i in items], dtype=torch.long),
     }
+
+
+def write_generated_reports(path: str | Path, records: list[ReportRecord], generated: list[str]) -> Path:
+    """Write ``{"images", "reference", "generated"}`` JSON lines, one per report, beside each other.
+
+    Raises:
+        ValueError: ``records`` and ``generated`` differ in length.
+    """
+    if len(records) != len(generated):
+        raise ValueError(f"{len(records)} records but {len(generated)} generated reports")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for r, g in zip(records, generated):
+            f.write(json.dumps({"images": r.images, "reference": r.report, "generated": g}, ensure_ascii=False) + "\n")
+    return path
