@@ -8,6 +8,7 @@ the ontology does not know are errors whose message names the culprit. See
 
 from __future__ import annotations
 
+import csv
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -26,7 +27,9 @@ DEFAULT_INCLUDE = {
 TOP_KEYS = {"ontology", "image_size", "min_nonzero_pixels", "format", "jpeg_quality", "shard_max_bytes",
             "shard_max_count", "dedup", "crop", "frame_stride", "noise_frames", "near_duplicates", "datasets"}
 DATASET_KEYS = {"name", "root", "kind", "include", "exclude", "label", "labels", "label_space", "metadata",
-                "group_regex", "frame_stride", "crop", "near_duplicates", "noise_frames", "min_nonzero_pixels"}
+                "group_regex", "frame_stride", "crop", "near_duplicates", "noise_frames", "min_nonzero_pixels",
+                "label_csv"}
+LABEL_CSV_KEYS = {"file", "path_column", "label_column", "separator"}
 RULE_KEYS = {"folder", "regex", "path", "paths"}
 METADATA_KEYS = {"modality", "scanning_mode", "device", "country", "licence", "extra"}
 DEDUP_KEYS = {"exact", "hash", "hash_size", "near_scope"}
@@ -83,9 +86,13 @@ class DatasetSpec:
     near_duplicates: float | None = None
     noise: NoiseFilter | None = None
     min_nonzero_pixels: int = 1000
+    csv_labels: dict[str, list[str]] = field(default_factory=dict)
 
     def paths_for(self, rel: str) -> list[str]:
-        """Label paths of a root-relative file: first matching rule, else ``label``, else none."""
+        """Label paths of a root-relative file: its ``label_csv`` row, else the first matching rule, else
+        ``label``, else none."""
+        if rel in self.csv_labels:
+            return list(self.csv_labels[rel])
         for rule in self.rules:
             if rule.matches(rel):
                 return list(rule.paths)
@@ -233,6 +240,40 @@ def _label_paths(value: Any, onto: Any, where: str) -> list[str]:
     return out
 
 
+def _label_csv(value: Any, root: Path, onto: Any, where: str) -> dict[str, list[str]]:
+    """Per-file ontology paths from a CSV: ``{file: F, path_column: C, label_column: L, separator: S}``.
+
+    ``F`` is relative to the dataset root (or absolute); column ``C`` holds root-relative file paths, column
+    ``L`` one ontology path (or several joined by ``S``, default ``;``); an empty cell leaves the file to the
+    other rules. Every path is validated against the ontology here, naming the CSV row.
+    """
+    d = _check_keys(value, LABEL_CSV_KEYS, where)
+    if "file" not in d or "label_column" not in d:
+        raise _err(where, "needs 'file' and 'label_column' (and optionally 'path_column', 'separator')")
+    path = Path(str(d["file"])).expanduser()
+    path = path if path.is_absolute() else root / path
+    if not path.is_file():
+        raise _err(where + ".file", f"CSV {str(path)!r} does not exist")
+    path_col, label_col = str(d.get("path_column", "path")), str(d["label_column"])
+    sep = str(d.get("separator", ";"))
+    out: dict[str, list[str]] = {}
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in (path_col, label_col) if c not in (reader.fieldnames or [])]
+        if missing:
+            raise _err(where, f"{path.name} has no column(s) {missing}; columns: {reader.fieldnames}")
+        for n, row in enumerate(reader, start=2):  # line 1 is the header
+            rel = PurePosixPath(str(row[path_col]).strip().replace("\\", "/")).as_posix()
+            cell = str(row[label_col] or "").strip()
+            if not cell or not rel or rel == ".":
+                continue
+            paths = _label_paths([p.strip() for p in cell.split(sep) if p.strip()], onto, f"{where} ({path.name} line {n})")
+            if rel in out and out[rel] != paths:
+                raise _err(where, f"{path.name} line {n}: {rel!r} is listed twice with different labels")
+            out[rel] = paths
+    return out
+
+
 def _dataset(d: Any, i: int, base: Path, onto: Any, top: dict[str, Any]) -> DatasetSpec:
     where = f"datasets[{i}]"
     d = _check_keys(d, DATASET_KEYS, where)
@@ -272,9 +313,12 @@ def _dataset(d: Any, i: int, base: Path, onto: Any, top: dict[str, Any]) -> Data
             spec.rules.append(LabelRule(paths, folder=str(r["folder"]).strip("/")))
         else:
             spec.rules.append(LabelRule(paths, regex=_regex(r["regex"], rw + ".regex")))
+    if d.get("label_csv") is not None:
+        spec.csv_labels = _label_csv(d["label_csv"], root, onto, where + ".label_csv")
     space = d.get("label_space")
     if space == "auto":
         known = [p for rule in spec.rules for p in rule.paths] + ([spec.label] if spec.label else [])
+        known += [p for paths in spec.csv_labels.values() for p in paths]
         spec.label_space = sorted(set(known)) or None
     elif space is not None:
         spec.label_space = sorted(set(_label_paths(space, onto, where + ".label_space")))
