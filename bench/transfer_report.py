@@ -130,7 +130,7 @@ def build_report(runs: dict, settings: dict, pretrain: dict, out: Path, n_bootst
                     m: {"mean": s[0], "std": s[1], "values": cell["headline"][m]} for m, s in stats.items()}
                 row = [f"{stats[m][0]:.4f} ± {stats[m][1]:.4f}" if m in stats else "–" for m in metrics]
                 md.append(f"| {INIT_LABELS.get(init, init)} | {frac * 100:g}% | " + " | ".join(row) + " |")
-        pairs = [(i, "random") for i in per_init if i != "random"]
+        pairs = [(i, "random") for i in per_init if i != "random" and "random" in per_init]
         pairs += [(a, b) for a, b in (("echocare", "echocare_mim"), ("echocare", "hf_simmim"),
                                       ("echocare_mim", "hf_simmim")) if a in per_init and b in per_init]
         md += ["", f"Paired deltas on test images ({per_image_metric}, per image averaged over seeds; "
