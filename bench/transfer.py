@@ -186,7 +186,7 @@ def finetune_overrides(args: argparse.Namespace, task: str, data: Path, init: st
             "data.num_workers=0", "eval.ci=false", f"train.precision={args.precision}"]
     if init == "random":
         for key in ("embed_dim", "depths", "num_heads"):
-            if getattr(m, key) is not None:
+            if getattr(m, key, None) is not None:  # (fields absent from configs without model sizes)
                 sets.append(f"model.{key}={json.dumps(getattr(m, key))}")
     if task == "segmentation":
         sets += [f"data.root={data / 'train'}", f"data.val_root={data / 'val'}", "data.num_classes=2",

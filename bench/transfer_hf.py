@@ -37,10 +37,11 @@ def hf_config(cfg) -> "transformers.SwinConfig":  # noqa: F821 - lazy import
 
     m = cfg.model
     spec = ENCODER_SPECS[resolve_model_name(m.name)]
-    depths = list(m.depths or spec.depths)
+    depths = list(getattr(m, "depths", None) or spec.depths)
     return SwinConfig(
         image_size=m.img_size, patch_size=m.patch_size, num_channels=m.in_chans,
-        embed_dim=m.embed_dim or spec.embed_dim, depths=depths, num_heads=list(m.num_heads or spec.num_heads),
+        embed_dim=getattr(m, "embed_dim", None) or spec.embed_dim, depths=depths,
+        num_heads=list(getattr(m, "num_heads", None) or spec.num_heads),
         window_size=m.window_size, drop_path_rate=m.drop_path_rate, hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0, encoder_stride=m.patch_size * 2 ** (len(depths) - 1),
     )
@@ -91,7 +92,12 @@ def pretrain_hf_peer(cfg, out_dir: Path, log_every: int = 10) -> Path:
     from echocare.config.derived import derive_schedule
     from echocare.engine.optim import build_optimizer, build_param_groups
     from echocare.engine.distributed import resolve_precision
-    from echocare.engine.pretrain import build_pretrain_loader
+    from transfer_report import has_jobs_package
+
+    if has_jobs_package():  # the pretraining job moved from engine/ to jobs/ in the restructuring
+        from echocare.jobs.pretrain import build_pretrain_loader
+    else:
+        from echocare.engine.pretrain import build_pretrain_loader
     from echocare.engine.schedule import lr_factor
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -31,29 +31,66 @@ INIT_LABELS = {
 }
 
 
-def _internals():
-    """echocare functions used for per-image scores (internal paths; the one place to update after a move)."""
-    from echocare.data.labeled import LabeledDataset, ScanOptions, scan_dataset
-    from echocare.metrics.segmentation import dice_per_class
-    from echocare.tasks.finetune import load_finetuned
-    from echocare.tasks.finetune_eval import collect_predictions
+def has_jobs_package() -> bool:
+    """Whether the imported echocare has the ``echocare/jobs/`` layout (checked by file location: an editable
+    install of another checkout can otherwise resolve a missing subpackage from there)."""
+    import importlib.util
 
-    return LabeledDataset, ScanOptions, scan_dataset, dice_per_class, load_finetuned, collect_predictions
+    import echocare
+
+    spec = importlib.util.find_spec("echocare.jobs")
+    if spec is None or spec.origin is None:
+        return False
+    return Path(echocare.__file__).resolve().parent in Path(spec.origin).resolve().parents
+
+
+def _predict(run_dir: Path, task: str, data: Path) -> tuple[list[str], dict[str, Any]]:
+    """Test-set predictions of a fine-tuned run: ``(file names, collect_predictions output)``.
+
+    The one place that uses echocare internals (the loader behind ``echocare evaluate``); it knows the layout
+    before and after the jobs/ + task-registry restructuring, so either merge order works.
+    """
+    from echocare.config import config_from_dict
+    from echocare.config.finetune import FinetuneConfig
+
+    from echocare.data.labeled import scan_dataset
+    from echocare.tasks.finetune import load_finetuned
+
+    new_layout = has_jobs_package()  # echocare/jobs/ and the task registry
+
+    model, meta = load_finetuned(run_dir / "model.safetensors")
+    names = list(meta["class_names"])
+    cfg = config_from_dict(FinetuneConfig, meta["config"], validate=False)
+    cfg.data.root, cfg.data.val_root = str(data), None
+    if new_layout:
+        from echocare.jobs.finetune import make_dataset, scan_options
+        from echocare.tasks.finetune.evaluation import collect_predictions
+        from echocare.tasks.registry import get_task
+
+        spec = get_task(task)
+        scanned = scan_dataset(spec.scan, data, scan_options(cfg, names, len(names)), spec.name)
+        ds = make_dataset(spec, cfg, scanned.records)
+        pred = collect_predictions(model, ds, spec, batch_size=32)
+    else:
+        from echocare.data.labeled import LabeledDataset, ScanOptions
+        from echocare.tasks.finetune_eval import collect_predictions
+
+        d = cfg.data
+        opts = ScanOptions(path_column=d.path_column, value_columns=list(d.value_columns), group_column=d.group_column,
+                           num_classes=len(names) if task == "segmentation" else None,
+                           classes=names if task == "segmentation" else [])
+        scanned = scan_dataset(task, data, opts)
+        ds = LabeledDataset(scanned.records, task, cfg.model.img_size, augment=False)
+        pred = collect_predictions(model, ds, batch_size=32)
+    return [Path(r.path).name for r in scanned.records], pred
 
 
 def per_image_scores(run_dir: Path, task: str, test_dir: Path) -> dict[str, float]:
     """``{image name: score}`` of a fine-tuned run on the test set (Dice, or absolute error in mm)."""
-    LabeledDataset, ScanOptions, scan_dataset, dice_per_class, load_finetuned, collect_predictions = _internals()
-    model, meta = load_finetuned(run_dir / "model.safetensors")
-    img_size = int(meta["config"]["model"]["img_size"])
-    if task == "segmentation":
-        scanned = scan_dataset(task, test_dir, ScanOptions(num_classes=2))
-    else:
-        scanned = scan_dataset(task, test_dir / "values.csv",
-                               ScanOptions(path_column="image", value_columns=["hc_mm"], group_column="group"))
-    ds = LabeledDataset(scanned.records, task, img_size, augment=False)
-    pred = collect_predictions(model, ds, batch_size=32)
-    names = [Path(r.path).name for r in scanned.records]
+    from echocare.metrics.segmentation import dice_per_class
+
+    data = test_dir if task == "segmentation" else test_dir / "values.csv"
+    names, pred = _predict(run_dir, task, data)
     if task == "segmentation":
         import torch
 
