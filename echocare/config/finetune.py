@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from echocare.config.errors import ConfigError
-from echocare.config.schema import OptimConfig, TrainConfig, _f
+from echocare.config.schema import OptimConfig, TrainConfig, _f, check_architecture_fields
 
 
 @dataclass
@@ -22,6 +22,10 @@ class FinetuneModelConfig:
     init: str = _f("random", "Encoder weights: an echocare export (.safetensors), a stock timm Swin "
                              "checkpoint (.safetensors/.pth), or 'random' for a from-scratch baseline.")
     name: str = _f("echocare_swin_base", "Encoder architecture when model.init=random (see list_models()).")
+    embed_dim: Optional[int] = _f(None, "Stage-0 width when model.init=random; null = the named model's value "
+                                        "(with a pretrained init: null, or it must match the file).")
+    depths: Optional[list[int]] = _f(None, "Blocks per stage when model.init=random; null = the named model's value.")
+    num_heads: Optional[list[int]] = _f(None, "Heads per stage when model.init=random; null = the named model's value.")
     img_size: int = _f(256, "Input side in pixels; images are resized to img_size x img_size.")
     patch_size: int = _f(4, "Patch size when model.init=random.")
     window_size: int = _f(8, "Window size when model.init=random.")
@@ -39,6 +43,7 @@ class FinetuneModelConfig:
             raise ConfigError(f"model.layer_decay must be in (0, 1], got {self.layer_decay}")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ConfigError(f"model.drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+        check_architecture_fields(self)
 
 
 @dataclass

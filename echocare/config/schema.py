@@ -33,6 +33,9 @@ class ModelConfig:
     """Pretraining model (encoder + decoders + hierarchical classifier)."""
 
     name: str = _f("echocare_swin_base", "Registered model name (see echocare.list_models()).")
+    embed_dim: Optional[int] = _f(None, "Stage-0 width (doubled per stage); null = the named model's value.")
+    depths: Optional[list[int]] = _f(None, "Blocks per stage, e.g. [2, 2, 6, 2]; null = the named model's value.")
+    num_heads: Optional[list[int]] = _f(None, "Attention heads per stage; null = the named model's value.")
     img_size: int = _f(256, "Input image side in pixels (images are square crops).")
     patch_size: int = _f(4, "Swin patch-embedding size in pixels (mask token granularity).")
     window_size: int = _f(8, "Swin attention window size in tokens.")
@@ -53,6 +56,34 @@ class ModelConfig:
             raise ConfigError(f"model.drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
         if self.hie_weight < 0:
             raise ConfigError(f"model.hie_weight must be >= 0, got {self.hie_weight}")
+        check_architecture_fields(self)
+
+
+def check_architecture_fields(model: object) -> None:
+    """Validate the optional ``embed_dim`` / ``depths`` / ``num_heads`` of a model section.
+
+    Checks what is given: positive values, equal lengths of ``depths`` and ``num_heads``, and (when
+    ``embed_dim`` and ``num_heads`` are both set) every stage width ``embed_dim * 2**i`` divisible by its
+    heads. Combinations with the named model's values are checked again when the model is built.
+
+    Raises:
+        ConfigError: naming the offending key.
+    """
+    embed = getattr(model, "embed_dim", None)
+    depths = getattr(model, "depths", None)
+    heads = getattr(model, "num_heads", None)
+    if embed is not None and embed <= 0:
+        raise ConfigError(f"model.embed_dim must be > 0 or null, got {embed}")
+    for key, value in (("depths", depths), ("num_heads", heads)):
+        if value is not None and (not value or any(v <= 0 for v in value)):
+            raise ConfigError(f"model.{key} must be a non-empty list of positive ints or null, got {value}")
+    if depths is not None and heads is not None and len(depths) != len(heads):
+        raise ConfigError(f"model.depths {depths} and model.num_heads {heads} must have the same length")
+    if embed is not None and heads is not None:
+        for i, h in enumerate(heads):
+            if (embed * 2**i) % h:
+                raise ConfigError(f"model.num_heads[{i}] = {h} does not divide the stage-{i} width "
+                                  f"{embed * 2**i} (model.embed_dim * 2**{i})")
 
 
 @dataclass

@@ -13,6 +13,7 @@ types cannot say (roots, ontology paths, regexes, top-level defaults). See
 
 from __future__ import annotations
 
+import csv
 import re
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -78,6 +79,16 @@ class _RuleDoc:
 
 
 @dataclass
+class _LabelCsvDoc:
+    """``label_csv:`` mapping: per-file ontology paths from a CSV column (finer labels passed through)."""
+
+    file: str
+    label_column: str
+    path_column: str = "path"
+    separator: str = ";"
+
+
+@dataclass
 class _MetadataDoc:
     """``metadata:`` mapping (``extra`` holds free-form keys)."""
 
@@ -108,6 +119,7 @@ class _DatasetDoc:
     near_duplicates: _NearDuplicates = None
     noise_frames: _Noise = None
     min_nonzero_pixels: Annotated[int, at_least(0)] = 1000
+    label_csv: Optional[_LabelCsvDoc] = None
 
 
 @dataclass
@@ -179,9 +191,13 @@ class DatasetSpec:
     near_duplicates: float | None = None
     noise: NoiseFilter | None = None
     min_nonzero_pixels: int = 1000
+    csv_labels: dict[str, list[str]] = field(default_factory=dict)
 
     def paths_for(self, rel: str) -> list[str]:
-        """Label paths of a root-relative file: first matching rule, else ``label``, else none."""
+        """Label paths of a root-relative file: its ``label_csv`` row, else the first matching rule, else
+        ``label``, else none."""
+        if rel in self.csv_labels:
+            return list(self.csv_labels[rel])
         for rule in self.rules:
             if rule.matches(rel):
                 return list(rule.paths)
@@ -303,6 +319,34 @@ def _rule(doc: _RuleDoc, onto: Any, where: str) -> LabelRule:
     return LabelRule(paths, regex=_regex(str(doc.regex), key_path(where, "regex")))
 
 
+def _label_csv(doc: _LabelCsvDoc, root: Path, onto: Any, where: str) -> dict[str, list[str]]:
+    """Per-file ontology paths from ``label_csv``: ``file`` (relative to the dataset root, or absolute) has a
+    column ``path_column`` of root-relative file paths and ``label_column`` with one ontology path (or several
+    joined by ``separator``); an empty cell leaves the file to the other rules. Every path is validated against
+    the ontology here, naming the CSV line."""
+    path = Path(doc.file).expanduser()
+    path = path if path.is_absolute() else root / path
+    if not path.is_file():
+        raise SchemaError(key_path(where, "file"), f"CSV {str(path)!r} does not exist")
+    out: dict[str, list[str]] = {}
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in (doc.path_column, doc.label_column) if c not in (reader.fieldnames or [])]
+        if missing:
+            raise SchemaError(where, f"{path.name} has no column(s) {missing}; columns: {reader.fieldnames}")
+        for n, row in enumerate(reader, start=2):  # line 1 is the header
+            rel = PurePosixPath(str(row[doc.path_column]).strip().replace("\\", "/")).as_posix()
+            cell = str(row[doc.label_column] or "").strip()
+            if not cell or not rel or rel == ".":
+                continue
+            paths = _label_paths([p.strip() for p in cell.split(doc.separator) if p.strip()], onto,
+                                 f"{where} ({path.name} line {n})")
+            if rel in out and out[rel] != paths:
+                raise SchemaError(where, f"{path.name} line {n}: {rel!r} is listed twice with different labels")
+            out[rel] = paths
+    return out
+
+
 def _dataset(raw: Any, where: str, base: Path, onto: Any, top: dict[str, Any]) -> DatasetSpec:
     if isinstance(raw, dict):  # top-level defaults first; image sets are key frames already (stride 1)
         inherit = [k for k in _INHERITED if not (k == "frame_stride" and raw.get("kind") == "image_sets")]
@@ -319,8 +363,11 @@ def _dataset(raw: Any, where: str, base: Path, onto: Any, top: dict[str, Any]) -
     if d.label is not None:
         spec.label = _label_paths(d.label, onto, key_path(where, "label"))[0]
     spec.rules = [_rule(r, onto, key_path(key_path(where, "labels"), j)) for j, r in enumerate(d.labels or [])]
+    if d.label_csv is not None:
+        spec.csv_labels = _label_csv(d.label_csv, root, onto, key_path(where, "label_csv"))
     if d.label_space == "auto":
         known = [p for rule in spec.rules for p in rule.paths] + ([spec.label] if spec.label else [])
+        known += [p for paths in spec.csv_labels.values() for p in paths]
         spec.label_space = sorted(set(known)) or None
     elif d.label_space is not None:
         spec.label_space = sorted(set(_label_paths(d.label_space, onto, key_path(where, "label_space"))))

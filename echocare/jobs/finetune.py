@@ -209,7 +209,8 @@ def run_finetune(cfg: FinetuneConfig, output_dir: str | Path, resume: str | Path
     if trainer.is_main:
         write_json(out / "data_report.json", data.report())
     m = cfg.model
-    backbone = build_backbone(m.init, m.name, m.img_size, m.patch_size, m.window_size, m.drop_path_rate)
+    backbone = build_backbone(m.init, m.name, m.img_size, m.patch_size, m.window_size, m.drop_path_rate,
+                              m.embed_dim, m.depths, m.num_heads)
     head_args = _head_args(spec, cfg, data)
     model = build_finetune_model(backbone, spec, head_args, m.feature_norm, m.linear_probe)
     task = FinetuneTask(model, 1.0 if m.linear_probe else m.layer_decay)

@@ -21,7 +21,7 @@ from echocare.models.encoder import EchoCareSwin
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ENCODER_SPECS", "EncoderSpec", "create_encoder", "list_models", "resolve_model_name"]
+__all__ = ["ENCODER_SPECS", "EncoderSpec", "check_architecture", "create_encoder", "list_models", "resolve_model_name"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,12 @@ ENCODER_SPECS: dict[str, EncoderSpec] = {
     # Micro config for tests and smoke runs: 4 stages (strides p..8p like the real ones), 2 blocks in
     # stage 0 so shifted windows are exercised.
     "echocare_swin_debug": EncoderSpec(24, (2, 1, 1, 1), (1, 2, 4, 8), "swin_tiny_patch4_window7_224"),
+    # One-machine sizes between debug (0.7 M params, 0.05 GMACs per 128-px image) and tiny (27.5 M, 1.5 GMACs):
+    # nano = 2.3 M params, 0.12 GMACs at 128 px (head dim 32 everywhere, 2 blocks per stage): pretrains a few
+    # thousand images on 2 CPU cores in minutes; micro = 6.9 M, 0.38 GMACs at 128 px (tiny's depths and head
+    # dim 24 at half tiny's width): the CPU-hour / small-GPU size. Both keep 4 stages (strides 4..32).
+    "echocare_swin_nano": EncoderSpec(32, (2, 2, 2, 2), (1, 2, 4, 8), "swin_tiny_patch4_window7_224"),
+    "echocare_swin_micro": EncoderSpec(48, (2, 2, 6, 2), (2, 4, 8, 16), "swin_tiny_patch4_window7_224"),
     "echocare_swin_tiny": EncoderSpec(96, (2, 2, 6, 2), (3, 6, 12, 24), "swin_tiny_patch4_window7_224"),
     "echocare_swin_small": EncoderSpec(96, (2, 2, 18, 2), (3, 6, 12, 24), "swin_small_patch4_window7_224"),
     "echocare_swin_base": EncoderSpec(128, (2, 2, 18, 2), (4, 8, 16, 32), "swin_base_patch4_window7_224"),
@@ -81,6 +87,31 @@ def resolve_model_name(name: str) -> str:
     raise ValueError(f"unknown model {name!r}; known models: {', '.join(ENCODER_SPECS)}.{hint}")
 
 
+def check_architecture(embed_dim: int, depths: Any, num_heads: Any, where: str = "model") -> None:
+    """Validate a Swin block layout.
+
+    Args:
+        embed_dim: channels of stage 0 (stage ``i`` has ``embed_dim * 2**i``).
+        depths: blocks per stage.
+        num_heads: attention heads per stage.
+        where: prefix of the error message (e.g. the config section).
+
+    Raises:
+        ValueError: non-positive values, ``depths``/``num_heads`` of different lengths, or a stage whose
+            width is not divisible by its head count.
+    """
+    depths, num_heads = list(depths), list(num_heads)
+    if embed_dim <= 0 or not depths or any(d <= 0 for d in depths) or any(h <= 0 for h in num_heads):
+        raise ValueError(f"{where}: embed_dim {embed_dim}, depths {depths} and num_heads {num_heads} must be positive "
+                         "(and depths non-empty)")
+    if len(depths) != len(num_heads):
+        raise ValueError(f"{where}: depths {depths} and num_heads {num_heads} differ in length")
+    for i, heads in enumerate(num_heads):
+        if (embed_dim * 2**i) % heads:
+            raise ValueError(f"{where}: stage {i} has {embed_dim * 2**i} channels (embed_dim * 2**{i}), "
+                             f"not divisible by num_heads[{i}] = {heads}")
+
+
 def _pretrained_cfg(name: str) -> dict[str, Any]:
     """timm pretrained cfg (no weights: echocare weights come through ``load_backbone``)."""
     return {
@@ -112,8 +143,10 @@ def _build(name: str, pretrained: bool = False, **kwargs: Any) -> EchoCareSwin:
         pretrained_cfg = _pretrained_cfg(name)
     args: dict[str, Any] = dict(ENCODER_DEFAULTS)
     args.update(embed_dim=spec.embed_dim, depths=spec.depths, num_heads=spec.num_heads)
-    args.update(kwargs)
-    if len(args["num_heads"]) != len(args["depths"]):
+    args.update({k: v for k, v in kwargs.items() if v is not None or k not in ("embed_dim", "depths", "num_heads")})
+    if "head_dim" not in args:  # an explicit head_dim decouples width from heads (timm semantics)
+        check_architecture(int(args["embed_dim"]), args["depths"], args["num_heads"], where=name)
+    elif len(args["num_heads"]) != len(args["depths"]):
         raise ValueError(f"{name}: num_heads {args['num_heads']} and depths {args['depths']} differ in length")
     args.setdefault("timm_architecture", spec.timm_architecture)
     feature_cfg = {"flatten_sequential": True, "out_indices": tuple(range(len(args["depths"])))}
@@ -137,7 +170,7 @@ def create_encoder(name: str, **kwargs: Any) -> EchoCareSwin:
         name: one of :func:`list_models` (short forms like ``"base"`` accepted).
         **kwargs: ``SwinTransformer`` arguments overriding the defaults (``in_chans=1, img_size=256,
             patch_size=4, window_size=8, drop_path_rate=0.1, num_classes=0``), e.g. ``img_size=(128, 192)``,
-            ``patch_size=2``, ``embed_dim``/``depths``/``num_heads``.
+            ``patch_size=2``, ``embed_dim``/``depths``/``num_heads`` (None keeps the named size's value).
 
     Returns:
         A headless ``EchoCareSwin`` with random weights.

@@ -7,14 +7,26 @@ does the backward. ``visualize(batch)`` gives the panels of the reconstruction g
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
 from echocare.models.pretrain import token_mask_to_pixels
 
+logger = logging.getLogger(__name__)
+
+HIE_COLLAPSE_LOSS = 1e-3  # L_HIE below this ...
+HIE_COLLAPSE_STEPS = 500  # ... within this many forward calls counts as an early collapse
+
 
 class PretrainTask(nn.Module):
     """Engine task around a pretraining model.
+
+    Early-collapse check: when a labeled batch's L_HIE falls below ``HIE_COLLAPSE_LOSS`` within the first
+    ``HIE_COLLAPSE_STEPS`` training forward calls, one warning is logged: the label space is trivially
+    separable (typically one anatomy label per dataset, so the classifier only learns dataset identity) and
+    the run is MIM-only from then on in effect (see docs/pretraining.md).
 
     Args:
         model: An ``EchoCarePretrainModel`` (``model(images, mask, targets) -> dict``).
@@ -25,6 +37,25 @@ class PretrainTask(nn.Module):
         super().__init__()
         self.model = model
         self.num_visuals = int(num_visuals)
+        self._calls = 0
+        self.hie_collapsed_at: int | None = None  # forward call at which the early collapse was seen
+
+    def _check_hie_collapse(self, loss_hie: torch.Tensor, targets: torch.Tensor | None) -> None:
+        """Warn once when L_HIE collapses early on labeled batches (trivially separable label space)."""
+        self._calls += 1
+        if (self.hie_collapsed_at is not None or self._calls > HIE_COLLAPSE_STEPS or targets is None
+                or not bool((targets >= 0).any())):
+            return
+        value = float(loss_hie.detach())
+        if value < HIE_COLLAPSE_LOSS:
+            self.hie_collapsed_at = self._calls
+            logger.warning(
+                "L_HIE collapsed early: %.2e < %.0e after %d training step(s). The anatomy labels are trivially "
+                "separable (e.g. one label per dataset: the classifier only learns dataset identity), so the "
+                "hierarchical loss adds nothing from here on and this run is in effect MIM only. Give finer labels "
+                "(structures, views, classes: manifest 'labels' rules or 'label_csv') and label spaces with "
+                "negatives, or set model.hie_weight=0. See docs/pretraining.md.",
+                value, HIE_COLLAPSE_LOSS, self._calls)
 
     def forward(self, batch: dict) -> dict:
         """Run the model on a loader batch.
@@ -42,6 +73,8 @@ class PretrainTask(nn.Module):
         if targets is not None and getattr(self.model, "num_classes", 0) == 0:
             targets = None  # MIM-only model (no ontology): labels are ignored by design
         out = self.model(batch["image"], batch["mask"], targets)
+        if self.training:
+            self._check_hie_collapse(out["loss_hie"], targets)
         return {
             "loss": out["loss"],
             "logs": {"loss_mim": out["loss_mim"].detach(), "loss_hie": out["loss_hie"].detach()},

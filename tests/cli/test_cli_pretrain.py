@@ -192,3 +192,16 @@ def test_quickstart_tiny(tmp_path, capsys):
     backbone = echocare.load_backbone(out / "encoder.safetensors")
     feats = backbone.forward_intermediates(torch.rand(1, 1, 64, 64), intermediates_only=True)
     assert feats[0].shape[:2] == (1, 24)
+
+
+def test_small_recipe_runs_as_documented(shards, tmp_path):
+    run = tmp_path / "small"
+    argv = ["pretrain", "--config", str(find_recipe("pretrain/small.yaml")), "--output-dir", str(run)]
+    for s in (f"data.shards={shards}", "train.max_steps=2", "train.batch_size=4", "data.num_workers=0",
+              "train.progress=false", "train.tensorboard=false", "train.image_every=0"):
+        argv += ["--set", s]
+    assert main(argv) == 0
+    assert main(["export", str(run), "--out", str(run / "encoder.safetensors")]) == 0
+    backbone = echocare.load_backbone(run / "encoder.safetensors")
+    assert backbone.embed_dim == 32 and backbone._depths == [2, 2, 2, 2]  # echocare_swin_nano
+    assert [r["step"] for r in _records(run)][-1] == 2

@@ -153,7 +153,8 @@ def test_generic_loader_for_other_configs():
 
 
 def test_recipes_load_and_debug_fallback_matches():
-    for name in ("pretrain/echocare_swin_base.yaml", "pretrain/echocare_swin_large.yaml", "pretrain/debug.yaml"):
+    for name in ("pretrain/echocare_swin_base.yaml", "pretrain/echocare_swin_large.yaml", "pretrain/debug.yaml",
+                 "pretrain/small.yaml"):
         path = find_recipe(name)
         assert path is not None, name
         cfg = load_config(PretrainConfig, path, [SHARDS])

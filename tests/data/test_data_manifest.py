@@ -132,3 +132,39 @@ def test_image_sets_default_stride_is_one(tmp_path: Path) -> None:
         _ds(kind="image_sets"), _ds(name="v", kind="video", include=["*"]), _ds(name="s", kind="image_sets",
                                                                                 frame_stride=2)]}))
     assert [d.frame_stride for d in m.datasets] == [1, 5, 2]
+
+
+def test_label_csv_passes_finer_labels_through(tmp_path: Path) -> None:
+    imgs = tmp_path / "imgs"
+    (imgs / "sub").mkdir(parents=True)
+    for name in ("a.png", "sub/b.png", "c.png"):
+        (imgs / name).write_bytes(b"x")
+    (imgs / "views.csv").write_text("image,view\na.png,thorax/heart/a4c\nsub/b.png,thorax/heart;thorax/lung\n"
+                                    "c.png,\n")
+    doc = {"datasets": [_ds(label="thorax", label_space="auto",
+                            label_csv={"file": "views.csv", "path_column": "image", "label_column": "view"})]}
+    p = tmp_path / "m.yaml"
+    p.write_text(yaml.safe_dump(doc))
+    spec = load_manifest(p).datasets[0]
+    assert spec.paths_for("a.png") == ["thorax/heart/a4c"]
+    assert spec.paths_for("sub/b.png") == ["thorax/heart", "thorax/lung"]
+    assert spec.paths_for("c.png") == ["thorax"]  # empty cell: the dataset label applies
+    assert spec.label_space == sorted({"thorax", "thorax/heart/a4c", "thorax/heart", "thorax/lung"})
+    units = {i["source"]: i["paths"] for u in make_units(load_manifest(p)) for i in u["items"]}
+    assert units == {"a.png": ["thorax/heart/a4c"], "sub/b.png": ["thorax/heart", "thorax/lung"], "c.png": ["thorax"]}
+
+
+@pytest.mark.parametrize(("csv_text", "spec", "culprit"), [
+    ("image,view\na.png,thorax/nowhere\n", {"file": "v.csv", "path_column": "image", "label_column": "view"},
+     "v.csv line 2"),
+    ("image,view\na.png,thorax\n", {"file": "v.csv", "path_column": "file", "label_column": "view"}, "no column"),
+    ("image,view\na.png,thorax\n", {"file": "missing.csv", "label_column": "view"}, "does not exist"),
+    ("image,view\na.png,thorax\na.png,thorax/lung\n", {"file": "v.csv", "path_column": "image", "label_column": "view"},
+     "listed twice"),
+    ("image,view\n", {"file": "v.csv", "column": "view"}, r"column: unknown key"),
+])
+def test_label_csv_errors_name_the_culprit(tmp_path: Path, csv_text: str, spec: dict, culprit: str) -> None:
+    p = _write(tmp_path, {"datasets": [_ds(label_csv=spec)]})
+    (tmp_path / "imgs" / "v.csv").write_text(csv_text)
+    with pytest.raises(ManifestError, match=culprit):
+        load_manifest(p)

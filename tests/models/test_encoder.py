@@ -19,6 +19,8 @@ def _images(b=2, c=1, h=64, w=64, seed=0):
 def test_list_models_content():
     assert list_models() == [
         "echocare_swin_debug",
+        "echocare_swin_nano",
+        "echocare_swin_micro",
         "echocare_swin_tiny",
         "echocare_swin_small",
         "echocare_swin_base",

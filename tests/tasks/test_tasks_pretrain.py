@@ -49,3 +49,42 @@ def test_grad_checkpointing_switch():
     task = PretrainTask(echocare.create_model("echocare_swin_debug", img_size=64))
     task.set_grad_checkpointing(True)
     assert all(stage.grad_checkpointing for stage in task.model.encoder.layers)
+
+
+def _saturated_task(onto):
+    """A real model whose classifier says 'yes' to every node with certainty (what an early collapse learns)."""
+    task = PretrainTask(echocare.create_model("echocare_swin_debug", ontology=onto, img_size=64))
+    last = task.model.classifier.mlp[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(20.0)
+    return task
+
+
+def test_hie_collapse_warns_once_when_labels_are_trivially_separable(caplog):
+    onto = echocare.load_ontology()
+    task = _saturated_task(onto).train()
+    batch = _batch(onto)  # one label, no label space: only positives are known, all-"yes" is a perfect score
+    with caplog.at_level("WARNING", logger="echocare.tasks.pretrain"):
+        for _ in range(3):
+            out = task(batch)
+    assert float(out["logs"]["loss_hie"]) < 1e-3
+    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
+    assert "L_HIE collapsed early" in caplog.records[0].message and "dataset identity" in caplog.records[0].message
+    assert task.hie_collapsed_at == 1
+
+
+def test_no_collapse_warning_with_negatives_or_unlabeled(caplog):
+    onto = echocare.load_ontology()
+    task = _saturated_task(onto).train()
+    with_negatives = _batch(onto)
+    with_negatives["targets"] = torch.stack([onto.encode(["thorax/heart"], label_space=["thorax/heart", "thorax/lung"])
+                                             for _ in range(2)])
+    unlabeled = _batch(onto)
+    unlabeled["targets"] = torch.full_like(unlabeled["targets"], -1.0)
+    with caplog.at_level("WARNING", logger="echocare.tasks.pretrain"):
+        assert float(task(with_negatives)["logs"]["loss_hie"]) > 1e-3  # "yes" to the lung negative costs
+        task(unlabeled)
+        task.eval()
+        task(_batch(onto))  # evaluation calls are not training steps
+    assert not caplog.records and task.hie_collapsed_at is None

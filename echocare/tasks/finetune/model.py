@@ -37,7 +37,8 @@ __all__ = ["FINETUNE_FORMAT", "FinetuneTask", "build_backbone", "build_finetune_
 
 
 def build_backbone(init: str, name: str, img_size: int, patch_size: int = 4, window_size: int = 8,
-                   drop_path_rate: float = 0.1) -> nn.Module:
+                   drop_path_rate: float = 0.1, embed_dim: int | None = None, depths: list[int] | None = None,
+                   num_heads: list[int] | None = None) -> nn.Module:
     """The encoder to fine-tune.
 
     Args:
@@ -46,18 +47,28 @@ def build_backbone(init: str, name: str, img_size: int, patch_size: int = 4, win
         img_size: Input side (position tables are adapted for pretrained weights).
         patch_size, window_size: Architecture of a random encoder.
         drop_path_rate: Stochastic depth during fine-tuning.
+        embed_dim, depths, num_heads: Architecture of a random encoder (None = the named model's value); with
+            a pretrained ``init`` they are checked against the file when given.
 
     Raises:
         FileNotFoundError: ``init`` is neither ``random`` nor an existing file.
+        ValueError: a given ``embed_dim``/``depths``/``num_heads`` differs from the pretrained file's.
     """
     if init == "random":
         logger.info("backbone: random %s (baseline, no pretrained weights)", name)
         return create_encoder(name, img_size=img_size, patch_size=patch_size, window_size=window_size,
-                              drop_path_rate=drop_path_rate, in_chans=1)
+                              drop_path_rate=drop_path_rate, in_chans=1, embed_dim=embed_dim, depths=depths,
+                              num_heads=num_heads)
     if not Path(init).is_file():
         raise FileNotFoundError(f"model.init: {init} is not a file (give an exported .safetensors, a timm Swin "
                                 "checkpoint, or 'random')")
-    return load_backbone(init, img_size=img_size, drop_path_rate=drop_path_rate)
+    backbone = load_backbone(init, img_size=img_size, drop_path_rate=drop_path_rate)
+    stored = {"embed_dim": backbone.embed_dim, "depths": backbone._depths, "num_heads": backbone._num_heads}
+    for key, want in (("embed_dim", embed_dim), ("depths", depths), ("num_heads", num_heads)):
+        if want is not None and (list(want) if isinstance(want, (list, tuple)) else want) != stored[key]:
+            raise ValueError(f"model.{key}={want} but {init} holds a backbone with {key}={stored[key]}; "
+                             f"set model.{key}=null to use the file's architecture")
+    return backbone
 
 
 def head_arguments(task: str | TaskSpec, num_outputs: int, temporal: bool, extra: dict | None = None,

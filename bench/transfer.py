@@ -1,0 +1,261 @@
+#!/usr/bin/env python
+"""Transfer benchmark: does pretraining pay off? One command, resumable, everything under --out.
+
+Given an unlabeled image pool and a labeled downstream set in the HC18 layout (``images/``, ``masks/`` 0/255,
+``labels.csv`` with image, mask, hc_mm):
+
+1. split subjects (the number before the first ``_``) into train/val/test, deterministically;
+2. build shards (``echocare shards build``) from the pool minus every test subject's image;
+3. pretrain with the recipe (echocare = L_MIM + L_HIE) and its MIM-only ablation (``model.hie_weight=0``),
+   export each encoder (``echocare pretrain`` / ``echocare export``);
+4. pretrain the peer, HF transformers ``SwinForMaskedImageModeling`` with the same architecture, shards,
+   masks, steps, batch and lr schedule, and convert it with ``tools/convert_hf_swin.py``;
+5. fine-tune from every init (random, echocare, echocare_mim, hf_simmim) for head segmentation and HC
+   regression at each label fraction and seed (``echocare finetune``, validation on the val subjects), and
+   score on the test subjects (``echocare evaluate --data TEST`` + per-image scores for paired deltas);
+6. write ``results.md`` (mean ± std, paired bootstrap deltas, gap closed), ``results.json`` and
+   ``label_efficiency_<task>.png``.
+
+Finished steps are reused when the command is run again with the same settings (a different setting in the
+same --out is an error). The echocare verbs run in this process through ``echocare.cli.main``.
+
+Examples::
+
+    python bench/transfer.py --out runs/transfer                                   # the documented run
+    python bench/transfer.py --out runs/transfer-smoke --steps 30 --ft-steps 20 --seeds 1 --fractions 1.0 \\
+        --model echocare_swin_debug --limit-subjects 60                            # ~2 min smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+INITS = ("random", "echocare", "echocare_mim", "hf_simmim")
+TASKS = ("segmentation", "regression")
+HC18_LABEL = "fetus/brain/transthalamic"  # the HC plane (packaged ontology)
+logger = logging.getLogger("transfer")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--out", required=True, help="work and result folder (reused: finished runs are kept)")
+    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "hc18_256"), help="HC18-layout set")
+    p.add_argument("--pool", default=None, help="unlabeled pretraining images (default: --data/images)")
+    p.add_argument("--label", default=HC18_LABEL, help="ontology path of the pool images ('' = unlabeled)")
+    p.add_argument("--recipe", default=str(REPO / "recipes" / "pretrain" / "small.yaml"), help="pretrain recipe")
+    p.add_argument("--model", default="echocare_swin_nano", help="encoder (pretraining and random init)")
+    p.add_argument("--img-size", type=int, default=64, help="pretraining and fine-tuning input side")
+    p.add_argument("--steps", type=int, default=600, help="pretraining steps (echocare, MIM-only and HF peer)")
+    p.add_argument("--batch", type=int, default=32, help="pretraining batch")
+    p.add_argument("--ft-steps", type=int, default=100, help="fine-tuning steps per run")
+    p.add_argument("--ft-batch", type=int, default=16, help="fine-tuning batch")
+    p.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds per cell")
+    p.add_argument("--fractions", default="0.1,1.0", help="label fractions (of training subjects)")
+    p.add_argument("--tasks", default=",".join(TASKS), help="segmentation,regression")
+    p.add_argument("--inits", default=",".join(INITS), help=",".join(INITS))
+    p.add_argument("--split", default="0.7,0.1,0.2", help="train,val,test subject fractions")
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--limit-subjects", type=int, default=None, help="use only the first N subjects (smoke runs)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra pretrain override")
+    p.add_argument("--ft-set", action="append", default=[], metavar="KEY=VALUE", help="extra finetune override")
+    p.add_argument("--precision", default="fp32", choices=("auto", "bf16", "fp32"),
+                   help="train.precision of every run (fp32 on CPUs: their bf16 autocast is often emulated)")
+    p.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples per paired CI")
+    return p.parse_args(argv)
+
+
+def _cli(argv: list[str], what: str) -> None:
+    from echocare.cli import main
+
+    logger.info("echocare %s", shlex.join(argv))
+    code = main(argv)
+    if code != 0:
+        raise RuntimeError(f"{what}: `echocare {shlex.join(argv)}` exited with {code}")
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    keys = ("data", "pool", "label", "recipe", "model", "img_size", "steps", "batch", "ft_steps", "ft_batch", "precision",
+            "split", "split_seed", "limit_subjects", "set", "ft_set")
+    return {k: getattr(args, k) for k in keys}
+
+
+def _check_settings(out: Path, settings: dict) -> None:
+    path = out / "settings.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        if diff:
+            raise ValueError(f"{out} holds a run with other settings {diff}; use another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=1))
+
+
+def prepare(args: argparse.Namespace, out: Path) -> dict:
+    """Split, downstream sets, pool and shards (each reused when done)."""
+    from transfer_data import prepare_downstream, prepare_pool, write_manifest
+
+    work = out / "data"
+    split_path = work / "split.json"
+    if not split_path.is_file():
+        fr = tuple(float(x) for x in args.split.split(","))
+        split = prepare_downstream(Path(args.data), work, fr, args.split_seed, args.limit_subjects)
+        pool = Path(args.pool) if args.pool else Path(args.data) / "images"
+        same = pool.resolve() == (Path(args.data) / "images").resolve()
+        keep = {s for part in split["subjects"].values() for s in part} if args.limit_subjects else None
+        split["pool"] = prepare_pool(pool, work, set(split["images"]["test"]), set(split["subjects"]["test"]), same,
+                                     keep)
+        split_path.write_text(json.dumps(split, indent=1))
+    split = json.loads(split_path.read_text())
+    shards = work / "shards"
+    if not (shards / "index.json").is_file():
+        manifest = write_manifest(work, args.label or None, args.img_size)
+        _cli(["shards", "build", "--manifest", str(manifest), "--out", str(shards)], "shards")
+    return split
+
+
+def pretrain_overrides(args: argparse.Namespace, shards: Path) -> list[str]:
+    """``--set`` overrides of every pretraining run (recipe + benchmark budget)."""
+    return [f"data.shards={shards}", f"model.name={args.model}", f"model.img_size={args.img_size}",
+            f"train.max_steps={args.steps}", f"train.batch_size={args.batch}", "train.progress=false",
+            "train.tensorboard=false", "train.image_every=0", f"train.ckpt_every={args.steps}",
+            f"train.precision={args.precision}", *args.set]
+
+
+def _pretrain_summary(run: Path) -> dict:
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    last = lines[-1] if lines else {}
+    hie = [(d["step"], d["loss_hie"]) for d in lines if "loss_hie" in d]
+    if not any(v > 0 for _, v in hie):
+        return {"steps": last.get("step"), "loss_mim": last.get("loss_mim", last.get("loss")),
+                "loss_hie": float("nan"), "hie_collapsed": "n/a (no L_HIE)"}
+    collapsed = next((s for s, v in hie if v < 1e-3), None)
+    return {"steps": last.get("step"), "loss_mim": last.get("loss_mim"), "loss_hie": last.get("loss_hie"),
+            "hie_collapsed": f"yes, below 1e-3 at step {collapsed}" if collapsed is not None else "no"}
+
+
+def pretrain_all(args: argparse.Namespace, out: Path, inits: list[str]) -> tuple[dict, dict]:
+    """Pretrain + export every pretrained init; returns ``({init: encoder path}, {init: loss summary})``."""
+    from echocare.config import PretrainConfig, load_config
+
+    shards = out / "data" / "shards"
+    sets = pretrain_overrides(args, shards)
+    encoders, summary = {}, {}
+    for init, extra in (("echocare", []), ("echocare_mim", ["model.hie_weight=0"])):
+        if init not in inits:
+            continue
+        run = out / "pretrain" / init
+        enc = run / "encoder.safetensors"
+        if not enc.is_file():
+            argv = ["pretrain", "--config", args.recipe, "--output-dir", str(run), "--resume", "auto"]
+            for s in [*sets, *extra]:
+                argv += ["--set", s]
+            _cli(argv, f"pretrain {init}")
+            _cli(["export", str(run), "--out", str(enc)], f"export {init}")
+        encoders[init], summary[init] = enc, _pretrain_summary(run)
+    if "hf_simmim" in inits:
+        from transfer_hf import pretrain_hf_peer
+
+        run = out / "pretrain" / "hf_simmim"
+        enc = run / "encoder.safetensors"
+        if not enc.is_file():
+            cfg = load_config(PretrainConfig, args.recipe, [*sets, "model.hie_weight=0"])
+            pretrain_hf_peer(cfg, run)
+        encoders["hf_simmim"], summary["hf_simmim"] = enc, _pretrain_summary(run)
+    return encoders, summary
+
+
+def finetune_overrides(args: argparse.Namespace, task: str, data: Path, init: str, frac: float, seed: int) -> list[str]:
+    """``--set`` overrides of one fine-tuning run."""
+    from echocare.config import PretrainConfig, load_config
+
+    pcfg = load_config(PretrainConfig, args.recipe, pretrain_overrides(args, data / "shards"))
+    m = pcfg.model
+    sets = [f"model.init={init}", f"model.name={m.name}", f"model.img_size={m.img_size}",
+            f"model.patch_size={m.patch_size}", f"model.window_size={m.window_size}",
+            f"data.train_fraction={frac}", "data.split_seed=0", f"train.seed={seed}",
+            f"train.max_steps={args.ft_steps}", f"train.batch_size={args.ft_batch}", f"train.ckpt_every={args.ft_steps}",
+            "train.keep_last=1", "train.progress=false", "train.tensorboard=false", "optim.warmup_fraction=0.1",
+            "data.num_workers=0", "eval.ci=false", f"train.precision={args.precision}"]
+    if init == "random":
+        for key in ("embed_dim", "depths", "num_heads"):
+            if getattr(m, key, None) is not None:  # (fields absent from configs without model sizes)
+                sets.append(f"model.{key}={json.dumps(getattr(m, key))}")
+    if task == "segmentation":
+        sets += [f"data.root={data / 'train'}", f"data.val_root={data / 'val'}", "data.num_classes=2",
+                 "data.group_regex=([^/_]+)_[^/]*$"]
+    else:
+        sets += [f"data.root={data / 'train' / 'values.csv'}", f"data.val_root={data / 'val' / 'values.csv'}",
+                 "data.path_column=image", "data.value_columns=[hc_mm]", "data.group_column=group"]
+    return [*sets, *args.ft_set]
+
+
+def finetune_all(args: argparse.Namespace, out: Path, encoders: dict, inits: list[str]) -> dict:
+    """Every (task, init, fraction, seed) run: fine-tune, evaluate on test, per-image scores (reused when done)."""
+    from transfer_report import per_image_scores
+
+    data = out / "data"
+    runs = {}
+    fractions = [float(f) for f in args.fractions.split(",")]
+    for task in [t for t in args.tasks.split(",") if t]:
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+        for init in inits:
+            for frac in fractions:
+                for seed in range(args.seeds):
+                    run = out / "finetune" / task / init / f"frac-{frac * 100:g}" / f"seed-{seed}"
+                    done = run / "test_result.json"
+                    if not done.is_file():
+                        weights = "random" if init == "random" else str(encoders[init])
+                        if not (run / "metrics.json").is_file():
+                            argv = ["finetune", "--config", str(REPO / "recipes" / "finetune" / f"{task}.yaml"),
+                                    "--output-dir", str(run), "--resume", "auto"]
+                            for s in finetune_overrides(args, task, data, weights, frac, seed):
+                                argv += ["--set", s]
+                            _cli(argv, f"finetune {task} {init} {frac} {seed}")
+                        test = data / "test" if task == "segmentation" else data / "test" / "values.csv"
+                        _cli(["evaluate", "--checkpoint", str(run), "--data", str(test), "--out",
+                              str(run / "test_metrics.json"), "--set", "eval.ci=false"], f"evaluate {run}")
+                        headline = json.loads((run / "test_metrics.json").read_text())["headline"]
+                        scores = per_image_scores(run, task, data / "test")
+                        done.write_text(json.dumps({"headline": headline, "per_image": scores}))
+                    runs[(task, init, frac, seed)] = json.loads(done.read_text())
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run (or resume) the benchmark; exit 2 on a user error."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    out = Path(args.out)
+    inits = [i for i in args.inits.split(",") if i]
+    try:
+        unknown = [i for i in inits if i not in INITS]
+        if unknown:
+            raise ValueError(f"unknown init(s) {unknown}; choose from {', '.join(INITS)}")
+        settings = _settings(args)
+        _check_settings(out, settings)
+        split = prepare(args, out)
+        encoders, pretrain_summary = pretrain_all(args, out, inits)
+        runs = finetune_all(args, out, encoders, inits)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"transfer: error: {err}", file=sys.stderr)
+        return 2
+    from transfer_report import build_report
+
+    settings.update(command="python bench/transfer.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+                    seeds=args.seeds, fractions=args.fractions, split=split)
+    build_report(runs, settings, pretrain_summary, out, args.n_bootstrap)
+    print(out / "results.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

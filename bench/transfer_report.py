@@ -1,0 +1,180 @@
+"""Per-image test scores and the report (results.md, results.json, label-efficiency plots) of bench/transfer.py.
+
+Per-image scores come from the fine-tuned model's predictions on the held-out test subjects: Dice of the head
+mask (segmentation, at the model input size like ``echocare evaluate``) and absolute HC error in mm (regression).
+Deltas are paired on test images: each image's score is averaged over seeds per init, the per-image difference
+``init - reference`` is resampled (percentile bootstrap, ``echocare.metrics.bootstrap_ci``) for a 95% CI of its
+mean.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger("transfer.report")
+
+# per-image metric, headline metric of the table, whether higher is better
+TASK_METRICS = {
+    "segmentation": ("dice", "mean_dice", True),
+    "regression": ("abs_error_mm", "mae", False),
+}
+INIT_LABELS = {
+    "random": "random init",
+    "echocare": "echocare (L_MIM + L_HIE)",
+    "echocare_mim": "echocare MIM only (hie_weight=0)",
+    "hf_simmim": "HF SwinForMaskedImageModeling (SimMIM)",
+}
+
+
+def _predict(run_dir: Path, task: str, data: Path) -> tuple[list[str], dict[str, Any]]:
+    """Test-set predictions of a fine-tuned run: ``(file names, collect_predictions output)``.
+
+    The one place that uses echocare internals: the loader behind ``echocare evaluate``.
+    """
+    from echocare.config import config_from_dict
+    from echocare.config.finetune import FinetuneConfig
+    from echocare.data.labeled import scan_dataset
+    from echocare.jobs.finetune import make_dataset, scan_options
+    from echocare.tasks.finetune import load_finetuned
+    from echocare.tasks.finetune.evaluation import collect_predictions
+    from echocare.tasks.registry import get_task
+
+    model, meta = load_finetuned(run_dir / "model.safetensors")
+    names = list(meta["class_names"])
+    cfg = config_from_dict(FinetuneConfig, meta["config"], validate=False)
+    cfg.data.root, cfg.data.val_root = str(data), None
+    spec = get_task(task)
+    scanned = scan_dataset(spec.scan, data, scan_options(cfg, names, len(names)), spec.name)
+    ds = make_dataset(spec, cfg, scanned.records)
+    pred = collect_predictions(model, ds, spec, batch_size=32)
+    return [Path(r.path).name for r in scanned.records], pred
+
+
+def per_image_scores(run_dir: Path, task: str, test_dir: Path) -> dict[str, float]:
+    """``{image name: score}`` of a fine-tuned run on the test set (Dice, or absolute error in mm)."""
+    from echocare.metrics.segmentation import dice_per_class
+
+    data = test_dir if task == "segmentation" else test_dir / "values.csv"
+    names, pred = _predict(run_dir, task, data)
+    if task == "segmentation":
+        import torch
+
+        dsc = dice_per_class(torch.cat(pred["pred"]), torch.cat(pred["gt"]), 2)  # (N, 2): background, head
+        values = [float(v) for v in dsc[:, 1]]
+    else:
+        values = [float(abs(np.asarray(p).ravel()[0] - np.asarray(g).ravel()[0]))
+                  for p, g in zip(pred["pred"], pred["gt"])]
+    if len(values) != len(names):
+        raise RuntimeError(f"{run_dir}: {len(values)} predictions for {len(names)} test images")
+    return dict(zip(names, values))
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray(values, float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def paired_delta(a: dict[str, list[float]], b: dict[str, list[float]], n_bootstrap: int,
+                 seed: int = 0) -> dict[str, float]:
+    """Mean per-image difference ``a - b`` (per-image scores averaged over seeds first) with a 95% bootstrap CI."""
+    from echocare.metrics.bootstrap import bootstrap_ci
+
+    names = sorted(set(a) & set(b))
+    if not names:
+        raise ValueError("paired_delta: no common test images")
+    diff = np.asarray([np.mean(a[n]) - np.mean(b[n]) for n in names])
+    lo, hi = bootstrap_ci(np.mean, diff, n=n_bootstrap, seed=seed)
+    return {"delta": float(diff.mean()), "ci_low": lo, "ci_high": hi, "n_images": len(names)}
+
+
+def _collect(runs: dict) -> dict:
+    """``{task: {init: {fraction: {"headline": {m: [per seed]}, "per_image": {name: [per seed]}}}}}``."""
+    out: dict = {}
+    for (task, init, frac, _seed), run in sorted(runs.items()):
+        cell = out.setdefault(task, {}).setdefault(init, {}).setdefault(frac, {"headline": {}, "per_image": {}})
+        for k, v in run["headline"].items():
+            cell["headline"].setdefault(k, []).append(float(v))
+        for name, v in run["per_image"].items():
+            cell["per_image"].setdefault(name, []).append(float(v))
+    return out
+
+
+def build_report(runs: dict, settings: dict, pretrain: dict, out: Path, n_bootstrap: int = 1000) -> dict:
+    """Write ``results.md``, ``results.json`` and ``label_efficiency_<task>.png``; return the results document.
+
+    Args:
+        runs: ``{(task, init, fraction, seed): {"headline": {...}, "per_image": {...}}}``.
+        settings: the benchmark settings (written into both files).
+        pretrain: per pretrained init, its final losses and flags.
+        out: output folder.
+        n_bootstrap: bootstrap resamples of each paired CI.
+    """
+    from echocare.metrics import plot_label_efficiency
+
+    cells = _collect(runs)
+    doc: dict[str, Any] = {"settings": settings, "pretraining": pretrain, "tasks": {}}
+    md = ["# Transfer benchmark results", "",
+          f"Command: `{settings['command']}`", "",
+          f"Seeds: {settings['seeds']}; label fractions: {settings['fractions']}; test images: "
+          f"{settings['split']['n']['test']} ({len(settings['split']['subjects']['test'])} subjects, never seen in "
+          "pretraining or fine-tuning). Cells: mean ± std over seeds of the test metric (`echocare evaluate`).", ""]
+    for task, per_init in cells.items():
+        per_image_metric, headline, higher = TASK_METRICS[task]
+        task_doc: dict[str, Any] = {"per_image_metric": per_image_metric, "higher_is_better": higher, "cells": {},
+                                    "deltas": [], "gap_closed": {}}
+        metrics = sorted({m for init in per_init.values() for c in init.values() for m in c["headline"]})
+        md += [f"## {task}", "", "| init | labels | " + " | ".join(metrics) + " |",
+               "|---|---:|" + "---:|" * len(metrics)]
+        for init, per_frac in per_init.items():
+            for frac, cell in sorted(per_frac.items()):
+                stats = {m: _mean_std(cell["headline"][m]) for m in metrics if m in cell["headline"]}
+                task_doc["cells"].setdefault(init, {})[f"{frac:g}"] = {
+                    m: {"mean": s[0], "std": s[1], "values": cell["headline"][m]} for m, s in stats.items()}
+                row = [f"{stats[m][0]:.4f} ± {stats[m][1]:.4f}" if m in stats else "–" for m in metrics]
+                md.append(f"| {INIT_LABELS.get(init, init)} | {frac * 100:g}% | " + " | ".join(row) + " |")
+        pairs = [(i, "random") for i in per_init if i != "random" and "random" in per_init]
+        pairs += [(a, b) for a, b in (("echocare", "echocare_mim"), ("echocare", "hf_simmim"),
+                                      ("echocare_mim", "hf_simmim")) if a in per_init and b in per_init]
+        md += ["", f"Paired deltas on test images ({per_image_metric}, per image averaged over seeds; "
+                   f"{'higher' if higher else 'lower'} is better), 95% bootstrap CI ({n_bootstrap} resamples):", "",
+               "| comparison | labels | delta | 95% CI | images |", "|---|---:|---:|---|---:|"]
+        for a, b in pairs:
+            for frac in sorted(set(per_init[a]) & set(per_init[b])):
+                d = paired_delta(per_init[a][frac]["per_image"], per_init[b][frac]["per_image"], n_bootstrap)
+                task_doc["deltas"].append({"a": a, "b": b, "fraction": frac, **d})
+                md.append(f"| {a} − {b} | {frac * 100:g}% | {d['delta']:+.4f} | [{d['ci_low']:+.4f}, "
+                          f"{d['ci_high']:+.4f}] | {d['n_images']} |")
+        rand = per_init.get("random", {})
+        fracs = sorted(rand)
+        if len(fracs) >= 2 and headline in rand[fracs[0]]["headline"]:
+            low, full = fracs[0], fracs[-1]
+            r_low = _mean_std(rand[low]["headline"][headline])[0]
+            r_full = _mean_std(rand[full]["headline"][headline])[0]
+            md += ["", f"Gap closed at {low * 100:g}% labels ({headline}): (init − random@{low * 100:g}%) / "
+                       f"(random@{full * 100:g}% − random@{low * 100:g}%); the goal is ≥ 0.5.", ""]
+            for init, per_frac in per_init.items():
+                if init == "random" or low not in per_frac:
+                    continue
+                val = _mean_std(per_frac[low]["headline"][headline])[0]
+                gap = (val - r_low) / (r_full - r_low) if r_full != r_low else float("nan")
+                task_doc["gap_closed"][init] = gap
+                md.append(f"- {INIT_LABELS.get(init, init)}: {gap:.2f}")
+        curves = {INIT_LABELS.get(i, i): {f: c["headline"] for f, c in pf.items()} for i, pf in per_init.items()}
+        png = plot_label_efficiency(curves, out / f"label_efficiency_{task}.png", title=f"HC18 {task}: test set")
+        task_doc["plot"] = png.name
+        md += ["", f"![{task} label efficiency]({png.name})", ""]
+        doc["tasks"][task] = task_doc
+    md += ["## Pretraining", "", "| init | steps | final loss_mim | final loss_hie | L_HIE collapsed early |",
+           "|---|---:|---:|---:|---|"]
+    for init, p in pretrain.items():
+        md.append(f"| {INIT_LABELS.get(init, init)} | {p.get('steps', '–')} | {p.get('loss_mim', float('nan')):.4f} | "
+                  f"{p.get('loss_hie', float('nan')):.2e} | {p.get('hie_collapsed', '–')} |")
+    md.append("")
+    (out / "results.md").write_text("\n".join(md))
+    (out / "results.json").write_text(json.dumps(doc, indent=1, default=float))
+    return doc

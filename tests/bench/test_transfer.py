@@ -1,0 +1,74 @@
+"""bench/transfer.py smoke run on a handful of HC18 subjects: outputs exist and agree (not their values)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+HC18 = REPO.parent / "shared" / "data" / "hc18_256"
+ARGS = ["--steps", "3", "--batch", "4", "--ft-steps", "2", "--ft-batch", "4", "--seeds", "1", "--fractions", "0.5,1.0",
+        "--model", "echocare_swin_debug", "--img-size", "64", "--limit-subjects", "6", "--n-bootstrap", "20",
+        "--inits", "random,echocare,hf_simmim", "--split", "0.5,0.17,0.33", "--data", str(HC18)]
+
+
+def _run(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(REPO / "bench" / "transfer.py"), "--out", str(out), *ARGS, *extra],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+
+
+@pytest.mark.skipif(not (HC18 / "labels.csv").is_file(), reason="HC18 data not present at ../shared/data/hc18_256")
+def test_transfer_smoke_outputs_consistent_and_resumable(tmp_path):
+    out = tmp_path / "bench"
+    proc = _run(out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("results.md", "results.json", "label_efficiency_segmentation.png", "label_efficiency_regression.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+
+    split = json.loads((out / "data" / "split.json").read_text())
+    subjects = split["subjects"]
+    assert sum(len(v) for v in subjects.values()) == 6
+    assert not set(subjects["train"]) & set(subjects["test"]) and not set(subjects["val"]) & set(subjects["test"])
+    test_images = set(split["images"]["test"])
+    pool = {p.name for p in (out / "data" / "pool").rglob("*.png")}
+    assert pool and not pool & test_images  # test images never reach pretraining
+    assert {n.split("_")[0] for n in pool} <= set(subjects["train"]) | set(subjects["val"])
+
+    doc = json.loads((out / "results.json").read_text())
+    assert set(doc["tasks"]) == {"segmentation", "regression"}
+    for task, tdoc in doc["tasks"].items():
+        assert set(tdoc["cells"]) == {"random", "echocare", "hf_simmim"}
+        assert all(set(c) == {"0.5", "1"} for c in tdoc["cells"].values())
+        # 2 inits vs random + echocare vs hf_simmim, at two fractions; paired on every test image
+        assert len(tdoc["deltas"]) == 6 and {d["n_images"] for d in tdoc["deltas"]} == {len(test_images)}
+        assert all(d["ci_low"] <= d["delta"] <= d["ci_high"] for d in tdoc["deltas"])
+        assert set(tdoc["gap_closed"]) == {"echocare", "hf_simmim"}
+        for init in ("random", "echocare", "hf_simmim"):
+            run = out / "finetune" / task / init / "frac-50" / "seed-0"
+            result = json.loads((run / "test_result.json").read_text())
+            assert set(result["per_image"]) == test_images
+            evaluated = json.loads((run / "test_metrics.json").read_text())
+            assert evaluated["n_items"] == len(test_images) and evaluated["headline"] == result["headline"]
+            headline = "mean_dice" if task == "segmentation" else "mae"
+            assert tdoc["cells"][init]["0.5"][headline]["values"] == [result["headline"][headline]]
+            if task == "regression":  # the per-image absolute errors average to evaluate's MAE
+                mean = sum(result["per_image"].values()) / len(test_images)
+                assert mean == pytest.approx(result["headline"]["mae"], rel=1e-4)
+    assert set(doc["pretraining"]) == {"echocare", "hf_simmim"}
+    md = (out / "results.md").read_text()
+    assert "echocare − random" in md and "Gap closed" in md and "## Pretraining" in md
+
+    stamp = (out / "finetune" / "segmentation" / "echocare" / "frac-100" / "seed-0" / "test_result.json").stat().st_mtime_ns
+    again = _run(out)  # resumable: finished runs are reused, the report is rewritten
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "echocare finetune" not in again.stderr and "echocare pretrain" not in again.stderr
+    assert (out / "finetune" / "segmentation" / "echocare" / "frac-100" / "seed-0" /
+            "test_result.json").stat().st_mtime_ns == stamp
+    changed = _run(out, "--steps", "4")
+    assert changed.returncode == 2 and "other settings" in changed.stderr

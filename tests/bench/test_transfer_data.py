@@ -1,0 +1,78 @@
+"""bench/transfer_data.py: deterministic subject split, binarised masks, pool without test images."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+MODULE = Path(__file__).resolve().parents[2] / "bench" / "transfer_data.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("transfer_data", MODULE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _hc18(root: Path, subjects: int = 10) -> None:
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    lines = ["image,mask,pixel_size_mm_original,hc_mm,scale_factor"]
+    for s in range(subjects):
+        for suffix in ("hc", "2hc") if s % 3 == 0 else ("hc",):
+            name = f"{s:03d}_{suffix}.png"
+            Image.fromarray(np.full((20, 30), 40 + s, np.uint8)).save(root / "images" / name)
+            mask = np.zeros((20, 30), np.uint8)
+            mask[5:15, 8:22] = 255
+            Image.fromarray(mask).save(root / "masks" / name)
+            lines.append(f"images/{name},masks/{name},0.1,{100 + s},0.32")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_split_is_deterministic_by_subject_and_order_free():
+    td = _module()
+    subjects = [f"{i:03d}" for i in range(50)]
+    a = td.split_subjects(subjects, (0.7, 0.1, 0.2), seed=0)
+    assert a == td.split_subjects(list(reversed(subjects)), (0.7, 0.1, 0.2), seed=0)
+    assert a != td.split_subjects(subjects, (0.7, 0.1, 0.2), seed=1)
+    counts = {s: list(a.values()).count(s) for s in ("train", "val", "test")}
+    assert counts == {"train": 35, "val": 5, "test": 10}
+    assert td.subject_of("images/012_2hc.png") == "012"
+    with pytest.raises(ValueError, match="subject"):
+        td.subject_of("nosubject.png")
+    with pytest.raises(ValueError, match="at least 3"):
+        td.split_subjects(["a", "b"], (0.7, 0.1, 0.2), 0)
+
+
+def test_downstream_sets_and_pool(tmp_path):
+    td = _module()
+    _hc18(tmp_path / "hc18")
+    work = tmp_path / "work"
+    doc = td.prepare_downstream(tmp_path / "hc18", work, (0.6, 0.2, 0.2), seed=0)
+    assert sum(doc["n"].values()) == 14 and all(doc["n"].values())
+    for split in ("train", "val", "test"):  # a subject's images never straddle splits
+        for name in doc["images"][split]:
+            assert td.subject_of(name) in doc["subjects"][split]
+    mask = np.asarray(Image.open(work / "test" / "masks" / doc["images"]["test"][0]))
+    assert set(np.unique(mask)) == {0, 1}  # 0/255 masks become class ids 0/1
+    rows = (work / "train" / "values.csv").read_text().splitlines()
+    assert rows[0] == "image,hc_mm,group" and len(rows) == doc["n"]["train"] + 1
+
+    test_names, test_subjects = set(doc["images"]["test"]), set(doc["subjects"]["test"])
+    rep = td.prepare_pool(tmp_path / "hc18" / "images", work, test_names, test_subjects, same_as_downstream=True)
+    pool = {p.name for p in (work / "pool").iterdir()}
+    assert rep["kept"] == len(pool) == doc["n"]["train"] + doc["n"]["val"] and not pool & test_names
+
+    other = tmp_path / "other"
+    other.mkdir()
+    leaked = sorted(test_names)[0]
+    for name in (leaked, "extra_1.png"):  # a copy of a test image in another pool is left out by name
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(other / name)
+    rep = td.prepare_pool(other, tmp_path / "work2", test_names, test_subjects, same_as_downstream=False)
+    assert rep == {"kept": 1, "left_out": 1}
+    assert td.write_manifest(work, "fetus/brain/transthalamic", 64).is_file()
