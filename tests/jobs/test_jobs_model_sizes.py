@@ -15,8 +15,8 @@ from safetensors.torch import load_file, save_file
 
 from echocare.config import ConfigError, PretrainConfig, load_config
 from echocare.config.finetune import FinetuneConfig
-from echocare.engine.export import export_encoder
-from echocare.engine.pretrain import build_pretrain_task
+from echocare.jobs.export import export_encoder
+from echocare.jobs.pretrain import build_pretrain_task
 from echocare.models import create_encoder, list_models
 from echocare.models.registry import check_architecture
 from echocare.tasks.finetune import build_backbone
