@@ -53,10 +53,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--recipe", default=str(REPO / "recipes" / "pretrain" / "small.yaml"), help="pretrain recipe")
     p.add_argument("--model", default="echocare_swin_nano", help="encoder (pretraining and random init)")
     p.add_argument("--img-size", type=int, default=64, help="pretraining and fine-tuning input side")
-    p.add_argument("--steps", type=int, default=600, help="pretraining steps (echocare, MIM-only and HF peer)")
+    p.add_argument("--steps", type=int, default=1000, help="pretraining steps (echocare, MIM-only and HF peer)")
     p.add_argument("--batch", type=int, default=32, help="pretraining batch")
-    p.add_argument("--ft-steps", type=int, default=100, help="fine-tuning steps per run")
+    p.add_argument("--ft-steps", type=int, default=200, help="fine-tuning steps per run")
+    p.add_argument("--ft-eval-every", type=int, default=50,
+                   help="validate every N fine-tuning steps and keep the best weights (0 = the last weights)")
     p.add_argument("--ft-batch", type=int, default=16, help="fine-tuning batch")
+    p.add_argument("--seg-feature-size", type=int, default=8,
+                   help="segmentation head width (model.head.feature_size); the recipe's 32 is sized for Swin-B")
     p.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds per cell")
     p.add_argument("--fractions", default="0.1,1.0", help="label fractions (of training subjects)")
     p.add_argument("--tasks", default=",".join(TASKS), help="segmentation,regression")
@@ -82,7 +86,8 @@ def _cli(argv: list[str], what: str) -> None:
 
 
 def _settings(args: argparse.Namespace) -> dict:
-    keys = ("data", "pool", "label", "recipe", "model", "img_size", "steps", "batch", "ft_steps", "ft_batch", "precision",
+    keys = ("data", "pool", "label", "recipe", "model", "img_size", "steps", "batch", "ft_steps", "ft_batch", "ft_eval_every",
+            "seg_feature_size", "precision",
             "split", "split_seed", "limit_subjects", "set", "ft_set")
     return {k: getattr(args, k) for k in keys}
 
@@ -181,7 +186,8 @@ def finetune_overrides(args: argparse.Namespace, task: str, data: Path, init: st
     sets = [f"model.init={init}", f"model.name={m.name}", f"model.img_size={m.img_size}",
             f"model.patch_size={m.patch_size}", f"model.window_size={m.window_size}",
             f"data.train_fraction={frac}", "data.split_seed=0", f"train.seed={seed}",
-            f"train.max_steps={args.ft_steps}", f"train.batch_size={args.ft_batch}", f"train.ckpt_every={args.ft_steps}",
+            f"train.max_steps={args.ft_steps}", f"train.batch_size={args.ft_batch}", f"train.eval_every={args.ft_eval_every}",
+            f"train.ckpt_every={args.ft_steps}",
             "train.keep_last=1", "train.progress=false", "train.tensorboard=false", "optim.warmup_fraction=0.1",
             "data.num_workers=0", "eval.ci=false", f"train.precision={args.precision}"]
     if init == "random":
@@ -190,6 +196,7 @@ def finetune_overrides(args: argparse.Namespace, task: str, data: Path, init: st
                 sets.append(f"model.{key}={json.dumps(getattr(m, key))}")
     if task == "segmentation":
         sets += [f"data.root={data / 'train'}", f"data.val_root={data / 'val'}", "data.num_classes=2",
+                 f"model.head={json.dumps({'feature_size': args.seg_feature_size})}",
                  "data.group_regex=([^/_]+)_[^/]*$"]
     else:
         sets += [f"data.root={data / 'train' / 'values.csv'}", f"data.val_root={data / 'val' / 'values.csv'}",
