@@ -45,6 +45,28 @@ def bf16_supported(device_type: str) -> bool:
         return False
 
 
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU computes bf16 natively (x86 AVX512-BF16 / AMX-BF16, Arm BF16), from /proc/cpuinfo.
+
+    Without it, bf16 autocast on CPU is emulated and much slower than fp32, so ``precision: auto`` keeps fp32.
+
+    Args:
+        cpuinfo: Text of /proc/cpuinfo (read when None; unreadable = False).
+    """
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+                cpuinfo = fh.read()
+        except OSError:
+            return False
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags.update(value.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
 def resolve_precision(precision: str, device_type: str) -> str:
     """Map ``train.precision`` to accelerate's ``mixed_precision`` ("no" | "bf16" | "fp16").
 
@@ -57,8 +79,9 @@ def resolve_precision(precision: str, device_type: str) -> str:
     """
     if precision == "fp32":
         return "no"
-    if precision == "auto":
-        return "bf16" if bf16_supported(device_type) else "no"
+    if precision == "auto":  # bf16 where it is native; emulated CPU bf16 is slower than fp32
+        native = device_type != "cpu" or cpu_has_native_bf16()
+        return "bf16" if native and bf16_supported(device_type) else "no"
     if precision == "bf16":
         if not bf16_supported(device_type):
             raise ValueError(f"train.precision=bf16 is not supported on this {device_type}; use auto or fp32")
