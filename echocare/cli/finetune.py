@@ -23,9 +23,9 @@ def add_config_arguments(p: argparse.ArgumentParser) -> None:
 
 def load_finetune_config(args: argparse.Namespace, verb: str):
     """The validated FinetuneConfig, or None after printing the error (exit code 2)."""
-    from echocare.config.finetune import FinetuneConfig
+    from echocare.config.finetune import FinetuneConfig, budget_overrides
 
-    return _common.load_config_or_report(FinetuneConfig, args.config, args.set or (), verb)
+    return _common.load_config_or_report(FinetuneConfig, args.config, budget_overrides(args.set or ()), verb)
 
 
 def print_config_help() -> int:

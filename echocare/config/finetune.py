@@ -9,6 +9,7 @@ no lr scaling, layer-wise lr decay), and adds ``model``, ``data`` and ``eval`` s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Optional
 
 from echocare.config.errors import ConfigError
@@ -130,6 +131,21 @@ class FinetuneTrainConfig(TrainConfig):
             raise ConfigError(f"train.epochs must be > 0, got {self.epochs}")
         if self.eval_every < 0:
             raise ConfigError(f"train.eval_every must be >= 0, got {self.eval_every}")
+
+
+def budget_overrides(overrides: Sequence[str]) -> list[str]:
+    """``--set`` overrides where a budget given on the command line replaces the recipe's other budget.
+
+    A recipe states its budget as ``train.epochs`` (or ``train.max_steps``); ``--set train.max_steps=N`` alone
+    then means "N steps instead", so ``train.epochs=null`` is put before it (and the other way round). Giving
+    both on the command line keeps both (they must agree).
+    """
+    keys = [o.split("=", 1)[0].strip() for o in overrides]
+    budget = {"train.max_steps": "train.epochs", "train.epochs": "train.max_steps"}
+    given = [k for k in budget if k in keys]
+    if len(given) != 1:
+        return list(overrides)
+    return [f"{budget[given[0]]}=null", *overrides]
 
 
 def _train_defaults() -> FinetuneTrainConfig:

@@ -45,7 +45,9 @@ def test_classification_metrics_json(work):
     report = json.loads((work / "run_cls" / "data_report.json").read_text())
     assert report["n_train"] == 12 and report["val_groups"] == 3 and report["skipped"]["skipped"] == 0
     assert (work / "run_cls" / "model.safetensors").is_file() and (work / "run_cls" / "config.yaml").is_file()
-    assert len((work / "run_cls" / "metrics.jsonl").read_text().splitlines()) == 3
+    lines = [json.loads(x) for x in (work / "run_cls" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "loss" in r] == [1, 2, 3]  # log_every=1
+    assert [r["step"] for r in lines if "val/accuracy" in r] == [3]  # the recipe's eval_every: the last step
 
 
 def test_segmentation_metrics_and_evaluate_reproduces(work, tmp_path):

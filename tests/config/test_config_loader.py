@@ -175,3 +175,17 @@ def test_docs_reference_lists_every_key():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "pretraining.md").read_text()
     for key, tp, default, help_text in describe_config(PretrainConfig):
         assert f"| `{key}` | `{tp}` | `{default}` | {help_text.replace('|', '/')} |" in doc, key
+
+
+def test_a_command_line_budget_replaces_the_recipe_budget():
+    """Recipes give train.epochs; --set train.max_steps=N alone means N steps instead (and vice versa)."""
+    from echocare.config import load_config
+    from echocare.config.finetune import FinetuneConfig, budget_overrides
+
+    recipe = "recipes/finetune/segmentation.yaml"
+    steps = load_config(FinetuneConfig, recipe, budget_overrides(["data.root=x", "train.max_steps=7"]))
+    assert steps.train.max_steps == 7 and steps.train.epochs is None
+    both = budget_overrides(["train.max_steps=7", "train.epochs=2"])
+    assert both == ["train.max_steps=7", "train.epochs=2"]  # both given: kept (the job checks they agree)
+    assert budget_overrides(["train.epochs=3"]) == ["train.max_steps=null", "train.epochs=3"]
+    assert load_config(FinetuneConfig, recipe, ["data.root=x"]).train.epochs == 50
