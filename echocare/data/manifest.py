@@ -13,13 +13,13 @@ types cannot say (roots, ontology paths, regexes, top-level defaults). See
 
 from __future__ import annotations
 
-import csv
 import re
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal, Optional, Union
 
+from echocare.data.label_csv import LabelCsvDoc, read_label_csv
 from echocare.ontology import load_ontology
 from echocare.typed import Check, SchemaError, at_least, build, fields_of, key_path, note, read_yaml
 
@@ -79,16 +79,6 @@ class _RuleDoc:
 
 
 @dataclass
-class _LabelCsvDoc:
-    """``label_csv:`` mapping: per-file ontology paths from a CSV column (finer labels passed through)."""
-
-    file: str
-    label_column: str
-    path_column: str = "path"
-    separator: str = ";"
-
-
-@dataclass
 class _MetadataDoc:
     """``metadata:`` mapping (``extra`` holds free-form keys)."""
 
@@ -119,7 +109,7 @@ class _DatasetDoc:
     near_duplicates: _NearDuplicates = None
     noise_frames: _Noise = None
     min_nonzero_pixels: Annotated[int, at_least(0)] = 1000
-    label_csv: Optional[_LabelCsvDoc] = None
+    label_csv: Optional[LabelCsvDoc] = None
 
 
 @dataclass
@@ -319,34 +309,6 @@ def _rule(doc: _RuleDoc, onto: Any, where: str) -> LabelRule:
     return LabelRule(paths, regex=_regex(str(doc.regex), key_path(where, "regex")))
 
 
-def _label_csv(doc: _LabelCsvDoc, root: Path, onto: Any, where: str) -> dict[str, list[str]]:
-    """Per-file ontology paths from ``label_csv``: ``file`` (relative to the dataset root, or absolute) has a
-    column ``path_column`` of root-relative file paths and ``label_column`` with one ontology path (or several
-    joined by ``separator``); an empty cell leaves the file to the other rules. Every path is validated against
-    the ontology here, naming the CSV line."""
-    path = Path(doc.file).expanduser()
-    path = path if path.is_absolute() else root / path
-    if not path.is_file():
-        raise SchemaError(key_path(where, "file"), f"CSV {str(path)!r} does not exist")
-    out: dict[str, list[str]] = {}
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in (doc.path_column, doc.label_column) if c not in (reader.fieldnames or [])]
-        if missing:
-            raise SchemaError(where, f"{path.name} has no column(s) {missing}; columns: {reader.fieldnames}")
-        for n, row in enumerate(reader, start=2):  # line 1 is the header
-            rel = PurePosixPath(str(row[doc.path_column]).strip().replace("\\", "/")).as_posix()
-            cell = str(row[doc.label_column] or "").strip()
-            if not cell or not rel or rel == ".":
-                continue
-            paths = _label_paths([p.strip() for p in cell.split(doc.separator) if p.strip()], onto,
-                                 f"{where} ({path.name} line {n})")
-            if rel in out and out[rel] != paths:
-                raise SchemaError(where, f"{path.name} line {n}: {rel!r} is listed twice with different labels")
-            out[rel] = paths
-    return out
-
-
 def _dataset(raw: Any, where: str, base: Path, onto: Any, top: dict[str, Any]) -> DatasetSpec:
     if isinstance(raw, dict):  # top-level defaults first; image sets are key frames already (stride 1)
         inherit = [k for k in _INHERITED if not (k == "frame_stride" and raw.get("kind") == "image_sets")]
@@ -364,7 +326,8 @@ def _dataset(raw: Any, where: str, base: Path, onto: Any, top: dict[str, Any]) -
         spec.label = _label_paths(d.label, onto, key_path(where, "label"))[0]
     spec.rules = [_rule(r, onto, key_path(key_path(where, "labels"), j)) for j, r in enumerate(d.labels or [])]
     if d.label_csv is not None:
-        spec.csv_labels = _label_csv(d.label_csv, root, onto, key_path(where, "label_csv"))
+        spec.csv_labels = read_label_csv(d.label_csv, root, lambda v, w: _label_paths(v, onto, w),
+                                          key_path(where, "label_csv"))
     if d.label_space == "auto":
         known = [p for rule in spec.rules for p in rule.paths] + ([spec.label] if spec.label else [])
         known += [p for paths in spec.csv_labels.values() for p in paths]
