@@ -22,7 +22,6 @@ class LabelCsvDoc:
     separator: str = ";"
 
 
-
 def read_label_csv(doc: LabelCsvDoc, root: Path, check_paths: Callable[[list[str], str], list[str]],
                    where: str) -> dict[str, list[str]]:
     """Per-file ontology paths from ``label_csv``: ``file`` (relative to the dataset root, or absolute) has a
@@ -44,7 +43,8 @@ def read_label_csv(doc: LabelCsvDoc, root: Path, check_paths: Callable[[list[str
             cell = str(row[doc.label_column] or "").strip()
             if not cell or not rel or rel == ".":
                 continue
-            paths = check_paths([p.strip() for p in cell.split(doc.separator) if p.strip()], f"{where} ({path.name} line {n})")
+            paths = check_paths([p.strip() for p in cell.split(doc.separator) if p.strip()],
+                                f"{where} ({path.name} line {n})")
             if rel in out and out[rel] != paths:
                 raise SchemaError(where, f"{path.name} line {n}: {rel!r} is listed twice with different labels")
             out[rel] = paths
