@@ -85,3 +85,13 @@ def test_unpaired_enhancement_trains_with_the_gan_and_reports_null_psnr(tmp_path
     assert not (tmp_path / "run" / "enhanced").exists()
     every = evaluate_checkpoint(tmp_path / "run", data=str(root))
     assert every["split"] == "all" and every["n_items"] == 8 and every["metrics"]["num_reference"] >= 2
+
+
+def test_protocol_runs_enhancement_fractions(tmp_path):
+    from echocare.jobs.protocol import run_protocol
+
+    root = _dataset(tmp_path / "pairs", 8, paired=True)
+    res = run_protocol(_cfg(root, "train.max_steps=1", "data.val_fraction=0.25", "eval.save_images=0"),
+                       tmp_path / "proto", fractions=[0.5, 1.0], seeds=[0])
+    assert set(res["results"]) == {0.5, 1.0} and {"psnr", "ssim", "piqe"} <= set(res["results"][1.0])
+    assert (tmp_path / "proto" / "protocol.md").is_file()

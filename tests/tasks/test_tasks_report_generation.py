@@ -93,3 +93,17 @@ def test_report_generation_learns_a_template_corpus_and_evaluate_rebuilds_the_to
     (run / "tokenizer.json").unlink()
     with pytest.raises(FileNotFoundError, match="tokenizer"):
         evaluate_checkpoint(run)
+
+
+def test_protocol_trains_one_tokenizer_per_run(tmp_path):
+    from echocare.jobs.protocol import run_protocol
+
+    root = _corpus(tmp_path / "reports", n=12)
+    cfg = load_config(FinetuneConfig, Path("recipes/finetune/report_generation.yaml"), [
+        f"data.root={root}", "model.init=random", "model.name=echocare_swin_debug", "model.img_size=32",
+        "model.window_size=4", "model.head={d_model: 32, num_heads: 2, num_layers: 1, max_len: 24}",
+        "train.max_steps=1", "train.batch_size=4", "train.progress=false", "train.tensorboard=false",
+        "train.precision=fp32", "data.num_workers=0", "data.val_fraction=0.25", "eval.beam_size=2"])
+    res = run_protocol(cfg, tmp_path / "proto", fractions=[0.5, 1.0], seeds=[0])
+    assert set(res["results"]) == {0.5, 1.0} and "bleu_1" in res["results"][0.5]
+    assert all((tmp_path / "proto" / f / "seed-0" / "tokenizer.json").is_file() for f in ("frac-50", "frac-100"))
