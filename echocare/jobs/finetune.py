@@ -192,8 +192,12 @@ def _validator(spec: TaskSpec, cfg: FinetuneConfig, val_ds: LabeledDataset, name
                                   device, **kw)
         flat = flatten_metrics(report)
         if metric not in flat:
-            raise ConfigError(f"eval.select_metric={metric!r} is not a {spec.name} metric; choose from "
-                              f"{sorted(k for k, v in flat.items() if isinstance(v, (int, float)))}")
+            numeric = sorted(k for k, v in flat.items() if isinstance(v, (int, float)))
+            if metric in spec.headline:  # a metric of the task that this data cannot give (null + reason)
+                why = report.get("unavailable", {}).get(metric, "null on this data") if isinstance(
+                    report.get("unavailable"), dict) else "null on this data"
+                raise ConfigError(f"eval.select_metric={metric!r} is null here ({why}); choose from {numeric}")
+            raise ConfigError(f"eval.select_metric={metric!r} is not a {spec.name} metric; choose from {numeric}")
         return {k: float(flat[k]) for k in (*spec.headline, metric) if isinstance(flat.get(k), (int, float))}
 
     return evaluate

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from echocare.config import load_config
+from echocare.config import ConfigError, load_config
 from echocare.config.finetune import FinetuneConfig
 from echocare.jobs.evaluate import evaluate_checkpoint
 from echocare.jobs.finetune import run_finetune
@@ -85,6 +85,8 @@ def test_unpaired_enhancement_trains_with_the_gan_and_reports_null_psnr(tmp_path
     assert not (tmp_path / "run" / "enhanced").exists()
     every = evaluate_checkpoint(tmp_path / "run", data=str(root))
     assert every["split"] == "all" and every["n_items"] == 8 and every["metrics"]["num_reference"] >= 2
+    with pytest.raises(ConfigError, match="select_metric='psnr' is null here .no paired references"):
+        run_finetune(_cfg(root, "train.max_steps=1", "train.eval_every=1", "data.val_fraction=0.25"), tmp_path / "r2")
 
 
 def test_protocol_runs_enhancement_fractions(tmp_path):

@@ -96,6 +96,9 @@ def bind(spec: TaskSpec, ctx: RunContext) -> tuple[TaskSpec, dict[str, Any]]:
     head = dict(ctx.head_options)
     max_len = int(head.get("max_len", 64))
     tok, name = _tokenizer(ctx, int(head.get("vocab_size", 2000)))
+    if "vocab_size" in head and int(head["vocab_size"]) < tok.vocab_size:
+        raise ValueError(f"model.head.vocab_size={head['vocab_size']} is smaller than the trained tokenizer "
+                         f"({tok.vocab_size} ids: the corpus alphabet alone needs that many); raise it")
     if ctx.saved is not None and "findings_terms" in ctx.saved:
         terms = list(ctx.saved["findings_terms"])
     else:
