@@ -26,6 +26,7 @@ generation, the WAUVE video path):
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,7 +37,18 @@ from echocare.data.labeled.readers import Reader
 from echocare.data.labeled.records import Record
 from echocare.data.labeled.scan import Scanner
 
-__all__ = ["Binder", "Collector", "HeadArgs", "MetricFn", "MetricOptions", "OutputWriter", "RunContext", "TaskSpec"]
+__all__ = ["Binder", "MissingDependencyError", "require_modules", "Collector", "HeadArgs", "MetricFn", "MetricOptions", "OutputWriter", "RunContext", "TaskSpec"]
+
+
+class MissingDependencyError(ValueError):
+    """A task needs an optional extra that is not installed (a ValueError: the CLI reports it in one line)."""
+
+
+def require_modules(task: str, modules: tuple[str, ...], extra: str) -> None:
+    """Raise :class:`MissingDependencyError` naming the pip extra when one of ``modules`` is not importable."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MissingDependencyError(f"task {task!r} needs {', '.join(missing)}: pip install 'echocare[{extra}]'")
 
 
 @dataclass(frozen=True)

@@ -97,3 +97,11 @@ def test_protocol_runs_enhancement_fractions(tmp_path):
                        tmp_path / "proto", fractions=[0.5, 1.0], seeds=[0])
     assert set(res["results"]) == {0.5, 1.0} and {"psnr", "ssim", "piqe"} <= set(res["results"][1.0])
     assert (tmp_path / "proto" / "protocol.md").is_file()
+
+
+def test_missing_optional_extra_is_one_clear_error(tmp_path):
+    from echocare.tasks.spec import MissingDependencyError, require_modules
+
+    with pytest.raises(MissingDependencyError, match=r"needs no_such_module_xyz: pip install 'echocare\[enhancement\]'"):
+        require_modules("enhancement", ("torch", "no_such_module_xyz"), "enhancement")
+    assert issubclass(MissingDependencyError, ValueError)  # the CLI turns ValueErrors into one line, exit 2

@@ -24,7 +24,7 @@ from PIL import Image
 from echocare.data.labeled.enhancement import read_enhancement, scan_enhancement_records
 from echocare.data.labeled.records import Record
 from echocare.metrics.enhancement import enhancement_report, psnr, ssim
-from echocare.tasks.spec import MetricOptions, RunContext, TaskSpec
+from echocare.tasks.spec import MetricOptions, RunContext, TaskSpec, require_modules
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,8 @@ def save_grids(collected: dict[str, list], records: list[Record], directory: Pat
 
 
 def bind(spec: TaskSpec, ctx: RunContext) -> tuple[TaskSpec, dict[str, Any]]:
-    """Bind ``eval.save_images`` into the grid writer; no state to save."""
+    """Check the metric libraries are installed; bind ``eval.save_images`` into the grid writer; no state."""
+    require_modules(spec.name, ("pyiqa", "torchmetrics", "scipy"), "enhancement")
     return dataclasses.replace(spec, save_outputs=functools.partial(save_grids, limit=ctx.options.save_images)), {}
 
 

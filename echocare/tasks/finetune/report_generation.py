@@ -28,7 +28,7 @@ from echocare.data.labeled.reports import (
     write_generated_reports,
 )
 from echocare.metrics.report import default_findings_terms, report_generation_report
-from echocare.tasks.spec import MetricOptions, RunContext, TaskSpec
+from echocare.tasks.spec import MetricOptions, RunContext, TaskSpec, require_modules
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ def _tokenizer(ctx: RunContext, vocab_size: int) -> tuple[ReportTokenizer, str]:
 
 def bind(spec: TaskSpec, ctx: RunContext) -> tuple[TaskSpec, dict[str, Any]]:
     """Train (or load) the tokenizer and fix the default findings terms; bind reader, head size, decoding."""
+    require_modules(spec.name, ("tokenizers", "nltk", "rouge_score", "pycocoevalcap"), "report")
     head = dict(ctx.head_options)
     max_len = int(head.get("max_len", 64))
     tok, name = _tokenizer(ctx, int(head.get("vocab_size", 2000)))
