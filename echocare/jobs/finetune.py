@@ -194,8 +194,8 @@ def _validator(spec: TaskSpec, cfg: FinetuneConfig, val_ds: LabeledDataset, name
         if metric not in flat:
             numeric = sorted(k for k, v in flat.items() if isinstance(v, (int, float)))
             if metric in spec.headline:  # a metric of the task that this data cannot give (null + reason)
-                why = report.get("unavailable", {}).get(metric, "null on this data") if isinstance(
-                    report.get("unavailable"), dict) else "null on this data"
+                unavailable = report.get("unavailable") if isinstance(report.get("unavailable"), dict) else {}
+                why = unavailable.get(metric, "null on this data")
                 raise ConfigError(f"eval.select_metric={metric!r} is null here ({why}); choose from {numeric}")
             raise ConfigError(f"eval.select_metric={metric!r} is not a {spec.name} metric; choose from {numeric}")
         return {k: float(flat[k]) for k in (*spec.headline, metric) if isinstance(flat.get(k), (int, float))}
