@@ -80,6 +80,8 @@ class FinetuneDataConfig:
     verify: bool = _f(True, "Check every file before training (corrupt ones are reported and skipped).")
     balanced: bool = _f(False, "Class-balanced sampling (classification, video): each epoch draws as many items "
                                "as the training split, with replacement, each class equally likely.")
+    roi: Optional[str] = _f(None, "Video: region of interest cropped before resizing; null = whole frame, "
+                                  "'scan_area' = the clip's scan-area box (WAUVE-style ROI stage).")
 
     def validate(self) -> None:
         """Check value ranges."""
@@ -93,6 +95,8 @@ class FinetuneDataConfig:
             raise ConfigError(f"data.fold must be in [0, {self.num_folds}), got {self.fold}")
         if self.clip_len < 1 or self.num_workers < 0:
             raise ConfigError("data.clip_len must be >= 1 and data.num_workers >= 0")
+        if self.roi not in (None, "scan_area"):
+            raise ConfigError(f"data.roi must be null or 'scan_area', got {self.roi!r}")
 
 
 @dataclass
@@ -106,11 +110,26 @@ class EvalConfig:
     sdr_radii: list[float] = _f([2.0, 4.0, 10.0], "Landmark success-detection radii (original pixels).")
     select_metric: Optional[str] = _f(None, "Metric selecting the best checkpoint when train.eval_every > 0; "
                                             "null = the task's first headline metric (e.g. accuracy, mean_dice, mae).")
+    niqe_params: Optional[str] = _f(None, "Enhancement: NIQE model file (.mat with mu_prisparam/cov_prisparam); "
+                                          "null = fit NIQE's pristine MVG on the high-quality references.")
+    brisque_weights: Optional[str] = _f(None, "Enhancement: BRISQUE SVR file (brisque_svm_weights.pt or "
+                                              "brisque_matlab.mat); null = brisque is null.")
+    inception_weights: Optional[str] = _f(None, "Enhancement: FID Inception-v3 weights (pytorch-fid's "
+                                                "pt_inception-2015-12-05-*.pth); null = fid is null.")
+    save_images: int = _f(64, "Enhancement: enhanced images written as PNG grids (input | output); 0 = none.")
+    findings_terms: list[str] = _f([], "Report generation: findings terms; [] = the most frequent content terms of "
+                                       "the training reports (eval.num_findings_terms of them).")
+    num_findings_terms: int = _f(20, "Report generation: number of default findings terms.")
+    wordnet_dir: Optional[str] = _f(None, "Report generation: local nltk WordNet folder for METEOR; null = "
+                                          "meteor is null unless WordNet is in an nltk data path.")
+    beam_size: int = _f(1, "Report generation: beam width of decoding (1 = greedy).")
 
     def validate(self) -> None:
         """Check value ranges."""
         if self.batch_size < 1 or self.n_bootstrap < 1:
             raise ConfigError("eval.batch_size and eval.n_bootstrap must be >= 1")
+        if self.beam_size < 1 or self.num_findings_terms < 0 or self.save_images < 0:
+            raise ConfigError("eval.beam_size must be >= 1, eval.num_findings_terms and eval.save_images >= 0")
 
 
 @dataclass
@@ -163,8 +182,8 @@ class FinetuneConfig:
     """Configuration of ``echocare finetune``."""
 
     task: str = _f("classification", "Task name in the task registry: classification, segmentation, detection, "
-                                     "landmarks, regression, video, or one added with register_task (checked "
-                                     "when the job starts).")
+                                     "landmarks, regression, video, enhancement, report_generation, or one added "
+                                     "with register_task (checked when the job starts).")
     model: FinetuneModelConfig = field(default_factory=FinetuneModelConfig, metadata={"help": "Model."})
     data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig, metadata={"help": "Data."})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Evaluation."})

@@ -11,9 +11,9 @@ from typing import Any
 from echocare.config import config_from_dict, config_to_yaml, load_config
 from echocare.config.finetune import FinetuneConfig
 from echocare.data.labeled import scan_dataset
-from echocare.jobs.finetune import make_dataset, metric_kwargs, prepare_data, scan_options, write_json
+from echocare.jobs.finetune import bind_task, evaluate_and_save, make_dataset, prepare_data, scan_options, write_json
 from echocare.tasks.finetune import load_finetuned
-from echocare.tasks.finetune.evaluation import evaluate_dataset, headline
+from echocare.tasks.finetune.evaluation import headline
 from echocare.tasks.registry import get_task
 
 logger = logging.getLogger(__name__)
@@ -30,7 +30,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, overrid
         data: Dataset root in the training format; None = the run's own validation split (this
             reproduces ``metrics.json``). With a root, every item of it is evaluated.
         overrides: ``key=value`` config overrides (e.g. ``data.csv=test.csv``, ``eval.batch_size=64``).
-        out: Where to write the metrics JSON (None: not written).
+        out: Where to write the metrics JSON (None: not written). Tasks with human-readable outputs
+            (enhanced-image grids, generated reports) write them to ``<out without suffix>_outputs/``.
         device: Torch device.
 
     Returns:
@@ -49,7 +50,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, overrid
         extra = [f"data.root={data}", "data.val_root=null"] if data else []
         cfg = load_config(FinetuneConfig, base, [*extra, *overrides])
     names = list(meta["class_names"])
-    spec = get_task(cfg.task)
+    spec, _ = bind_task(get_task(cfg.task), cfg, path.parent, saved=dict(meta.get("task_state") or {}))
     if data:
         scanned = scan_dataset(spec.scan, data, scan_options(cfg, names, len(names)), spec.name)
         if scanned.num_outputs != len(names):
@@ -62,10 +63,12 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, overrid
         prepared = prepare_data(cfg)
         records, split = [prepared.val.records[i] for i in prepared.val_idx], "val"
     ds = make_dataset(spec, cfg, records)
-    report = evaluate_dataset(model, ds, spec, names, cfg.eval.batch_size, cfg.data.num_workers, device,
-                              **metric_kwargs(cfg))
+    outputs_dir = Path(out).parent / f"{Path(out).stem}_outputs" if out is not None else None
+    report, files = evaluate_and_save(model, spec, cfg, ds, names, device, outputs_dir)
     doc = {"task": spec.name, "step": meta.get("step"), "split": split, "n_items": len(ds),
            "data": data or cfg.data.root, "metrics": report, "headline": headline(spec, report)}
+    if files:
+        doc["outputs"] = files
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         write_json(Path(out), doc)

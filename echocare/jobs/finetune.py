@@ -28,14 +28,15 @@ from echocare.engine.trainer import Trainer
 from echocare.metrics import flatten_metrics
 from echocare.metrics.jsonsafe import dumps_strict
 from echocare.tasks.finetune import FinetuneTask, build_backbone, build_finetune_model, save_finetuned
-from echocare.tasks.finetune.evaluation import evaluate_dataset, headline
+from echocare.tasks.finetune.evaluation import collect_predictions, compute_metrics, evaluate_dataset, headline
+from echocare.tasks.finetune.model import needs_backbone
 from echocare.tasks.registry import get_task
-from echocare.tasks.spec import TaskSpec
+from echocare.tasks.spec import MetricOptions, RunContext, TaskSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PreparedData", "make_dataset", "metric_kwargs", "prepare_data", "resolve_budget", "run_finetune",
-           "scan_options"]
+__all__ = ["PreparedData", "bind_task", "evaluate_and_save", "make_dataset", "metric_kwargs", "prepare_data",
+           "resolve_budget", "run_finetune", "scan_options"]
 
 
 @dataclass
@@ -111,7 +112,30 @@ def metric_kwargs(cfg: FinetuneConfig) -> dict[str, Any]:
     """Keyword arguments of :func:`~echocare.tasks.finetune.evaluation.compute_metrics` from ``eval.*``."""
     e = cfg.eval
     return dict(ci=e.ci, n_bootstrap=e.n_bootstrap, nsd_tolerance=e.nsd_tolerance, sdr_radii=tuple(e.sdr_radii),
-                seed=cfg.data.split_seed)
+                seed=cfg.data.split_seed, niqe_params=e.niqe_params, brisque_weights=e.brisque_weights,
+                inception_weights=e.inception_weights, findings_terms=tuple(e.findings_terms),
+                num_findings_terms=e.num_findings_terms, wordnet_dir=e.wordnet_dir, beam_size=e.beam_size,
+                save_images=e.save_images)
+
+
+def bind_task(spec: TaskSpec, cfg: FinetuneConfig, directory: Path, train_records: list | None = None,
+              saved: dict[str, Any] | None = None, resume: bool = False) -> tuple[TaskSpec, dict[str, Any]]:
+    """The task's per-run binding (:attr:`TaskSpec.bind`) from the config: fitting (``saved`` None) or
+    rebuilding a saved model (``saved`` = its ``task_state``)."""
+    ctx = RunContext(list(train_records or []), Path(directory), saved, dict(cfg.model.head), cfg.data.roi,
+                     MetricOptions(**metric_kwargs(cfg)), resume)
+    return spec.bound(ctx)
+
+
+def evaluate_and_save(model: Any, spec: TaskSpec, cfg: FinetuneConfig, dataset: LabeledDataset, names: list[str],
+                      device: Any, outputs_dir: Path | None) -> tuple[dict[str, Any], list[str]]:
+    """Metrics of ``model`` on ``dataset`` and the task's human-readable outputs (written to ``outputs_dir``)."""
+    pred = collect_predictions(model, dataset, spec, cfg.eval.batch_size, cfg.data.num_workers, device)
+    report = compute_metrics(spec, pred, names, **metric_kwargs(cfg))
+    files: list[str] = []
+    if outputs_dir is not None and spec.save_outputs is not None:
+        files = [str(f) for f in spec.save_outputs(pred, dataset.records, Path(outputs_dir))]
+    return report, files
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -168,8 +192,12 @@ def _validator(spec: TaskSpec, cfg: FinetuneConfig, val_ds: LabeledDataset, name
                                   device, **kw)
         flat = flatten_metrics(report)
         if metric not in flat:
-            raise ConfigError(f"eval.select_metric={metric!r} is not a {spec.name} metric; choose from "
-                              f"{sorted(k for k, v in flat.items() if isinstance(v, (int, float)))}")
+            numeric = sorted(k for k, v in flat.items() if isinstance(v, (int, float)))
+            if metric in spec.headline:  # a metric of the task that this data cannot give (null + reason)
+                unavailable = report.get("unavailable") if isinstance(report.get("unavailable"), dict) else {}
+                why = unavailable.get(metric, "null on this data")
+                raise ConfigError(f"eval.select_metric={metric!r} is null here ({why}); choose from {numeric}")
+            raise ConfigError(f"eval.select_metric={metric!r} is not a {spec.name} metric; choose from {numeric}")
         return {k: float(flat[k]) for k in (*spec.headline, metric) if isinstance(flat.get(k), (int, float))}
 
     return evaluate
@@ -199,6 +227,7 @@ def run_finetune(cfg: FinetuneConfig, output_dir: str | Path, resume: str | Path
     cfg = copy.deepcopy(cfg)
     cfg.train.max_steps = resolve_budget(cfg, len(data.train_idx), int(os.environ.get("WORLD_SIZE", "1")))
     train_records = [data.train.records[i] for i in data.train_idx]
+    spec, task_state = bind_task(spec, cfg, out, train_records, resume=resume is not None)  # e.g. a tokenizer
     weights = _sampling_weights(spec, cfg, train_records)
     metric, lower = _selection(spec, cfg)
     if cfg.train.eval_every and not data.val_idx:
@@ -209,9 +238,13 @@ def run_finetune(cfg: FinetuneConfig, output_dir: str | Path, resume: str | Path
     if trainer.is_main:
         write_json(out / "data_report.json", data.report())
     m = cfg.model
-    backbone = build_backbone(m.init, m.name, m.img_size, m.patch_size, m.window_size, m.drop_path_rate,
-                              m.embed_dim, m.depths, m.num_heads)
     head_args = _head_args(spec, cfg, data)
+    backbone = None
+    if needs_backbone(spec, head_args):
+        backbone = build_backbone(m.init, m.name, m.img_size, m.patch_size, m.window_size, m.drop_path_rate,
+                                  m.embed_dim, m.depths, m.num_heads)
+    elif m.init != "random":
+        logger.warning("model.init=%s is not used: the %s head has no image encoder", m.init, spec.name)
     model = build_finetune_model(backbone, spec, head_args, m.feature_norm, m.linear_probe)
     task = FinetuneTask(model, 1.0 if m.linear_probe else m.layer_decay)
     loader = EpochLoader(train_ds, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed, rank=trainer.rank,
@@ -232,12 +265,13 @@ def run_finetune(cfg: FinetuneConfig, output_dir: str | Path, resume: str | Path
             summary.update(best_step=result.best_step, selected_on=metric, best_value=result.best_value)
             logger.info("model.safetensors: best %s=%.6g at step %d", metric, result.best_value, result.best_step)
         meta = {"task": spec.name, "head_args": head_args, "class_names": names, "feature_norm": m.feature_norm,
-                "config": config_to_dict(cfg), "step": result.best_step or result.step}
+                "config": config_to_dict(cfg), "step": result.best_step or result.step, "task_state": task_state}
         save_finetuned(model, out / "model.safetensors", meta)
         if len(val_ds):
-            report = evaluate_dataset(model, val_ds, spec, names, cfg.eval.batch_size, cfg.data.num_workers,
-                                      trainer.device, **metric_kwargs(cfg))
+            report, files = evaluate_and_save(model, spec, cfg, val_ds, names, trainer.device, out)
             summary.update(metrics=report, headline=headline(spec, report))
+            if files:
+                summary["outputs"] = [str(Path(f).relative_to(out)) for f in files]
             logger.info("validation %s", json.dumps(summary["headline"]))
         else:
             logger.warning("no validation items (data.val_fraction=0 and no data.val_root): metrics.json has none")

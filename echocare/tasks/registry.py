@@ -1,7 +1,8 @@
 """The fine-tuning task registry: task name -> :class:`~echocare.tasks.spec.TaskSpec`.
 
 The built-in tasks are one module each under :mod:`echocare.tasks.finetune` (classification,
-segmentation, detection, landmarks, regression, video); each defines one ``SPEC``. A user task is one
+segmentation, detection, landmarks, regression, video, enhancement, report_generation); each defines
+one ``SPEC``. A user task is one
 :func:`register_task` call (see docs/finetuning.md, "Add a task")::
 
     from echocare.tasks.registry import register_task
@@ -14,13 +15,22 @@ it for the current process only.
 
 from __future__ import annotations
 
-from echocare.tasks.finetune import classification, detection, landmarks, regression, segmentation, video
+from echocare.tasks.finetune import (
+    classification,
+    detection,
+    enhancement,
+    landmarks,
+    regression,
+    report_generation,
+    segmentation,
+    video,
+)
 from echocare.tasks.spec import TaskSpec
 
 __all__ = ["get_task", "list_tasks", "register_task", "unregister_task"]
 
 BUILTIN: tuple[TaskSpec, ...] = (classification.SPEC, segmentation.SPEC, detection.SPEC, landmarks.SPEC,
-                                 regression.SPEC, video.SPEC)
+                                 regression.SPEC, video.SPEC, enhancement.SPEC, report_generation.SPEC)
 _TASKS: dict[str, TaskSpec] = {s.name: s for s in BUILTIN}
 
 

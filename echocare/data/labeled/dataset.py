@@ -9,6 +9,7 @@ an epoch is reproducible whatever the number of workers.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from typing import Any
@@ -48,7 +49,7 @@ class LabeledDataset(Dataset):
         self.records = list(records)
         self.reader = reader
         self.name = name
-        self.ctx = ReadContext(int(img_size), int(clip_len))
+        self.ctx = ReadContext(int(img_size), int(clip_len), seed=seed, augment=augment, hflip=hflip)
         self.size = int(img_size)
         self.augment = augment
         self.hflip = hflip if hflip_safe else 0.0
@@ -65,6 +66,7 @@ class LabeledDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Change the augmentation stream (called by the loader at each epoch)."""
         self.epoch = int(epoch)
+        self.ctx = dataclasses.replace(self.ctx, epoch=self.epoch)
 
     def _rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, self.epoch, index])

@@ -10,6 +10,7 @@ suffixes are counted in a :class:`~echocare.data.labeled.records.SkipReport`, ne
 from __future__ import annotations
 
 import logging
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,14 @@ import torch
 from torch.utils.data import Dataset
 
 from echocare.data.labeled.media import load_gray, resize_image
-from echocare.data.labeled.records import IMAGE_SUFFIXES, SkipReport
+from echocare.data.labeled.readers import ReadContext
+from echocare.data.labeled.records import IMAGE_SUFFIXES, Record, SkipReport
+from echocare.data.labeled.scan import Scanned, ScanOptions
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EnhancementDataset", "EnhancementSet", "collate_enhancement", "scan_enhancement"]
+__all__ = ["EnhancementDataset", "EnhancementSet", "collate_enhancement", "read_enhancement", "scan_enhancement",
+           "scan_enhancement_records"]
 
 
 @dataclass
@@ -158,3 +162,41 @@ def collate_enhancement(items: list[dict[str, Any]]) -> dict[str, Any]:
         "index": torch.tensor([i["index"] for i in items], dtype=torch.long),
         "path": [i["path"] for i in items],
     }
+
+
+def scan_enhancement_records(root: Path, opts: ScanOptions, skips: SkipReport) -> Scanned:
+    """:func:`scan_enhancement` as a fine-tuning scanner: one :class:`Record` per low image.
+
+    ``target`` is the same-named high image (paired) or None (unpaired); ``extra["pool"]`` holds the
+    high images an unpaired item draws its "real" sample from: the high images without a low
+    counterpart, or every high image when all of them are paired (so references of paired validation
+    items are not shown to the discriminator when unpaired ones exist).
+    """
+    found = scan_enhancement(root, verify=opts.verify)
+    for item in found.skips.items:
+        skips.add(item["source"], item["reason"], item["detail"])
+    pool = tuple(found.high_only) if found.high_only else tuple(found.high)
+    records = [Record(lo, hi, str(found.root), extra={"pool": pool}) for lo, hi in found.pairs]
+    records += [Record(lo, None, str(found.root), extra={"pool": pool}) for lo in found.low_only]
+    return Scanned(found.root, records, ["enhanced"], 1, verified=True)
+
+
+def read_enhancement(r: Record, ctx: ReadContext) -> dict[str, Any]:
+    """``image`` (low, (1, S, S)), ``high`` (1, S, S), ``paired`` bool tensor, ``high_path``.
+
+    An unpaired item draws its high image from ``extra["pool"]`` with ``(ctx.seed, ctx.epoch, item)``
+    randomness (a new partner every epoch, reproducible); with ``ctx.augment`` the low image and its
+    reference are flipped together with probability ``ctx.hflip``.
+    """
+    rng = np.random.default_rng([ctx.seed, ctx.epoch, zlib.crc32(r.path.encode())])
+    paired = r.target is not None
+    pool = r.extra.get("pool") or ()
+    if not paired and not pool:
+        raise ValueError(f"{r.path}: unpaired enhancement item without high-quality images to draw from")
+    high_rel = r.target if paired else pool[int(rng.integers(len(pool)))]
+    root = Path(r.root)
+    low = resize_image(load_gray(root / r.path), ctx.size)  # (1, S, S)
+    high = resize_image(load_gray(root / high_rel), ctx.size)
+    if ctx.augment and rng.random() < ctx.hflip:
+        low, high = low.flip(-1), high.flip(-1)
+    return {"image": low, "high": high, "paired": torch.tensor(paired), "high_path": high_rel}

@@ -40,10 +40,18 @@ class ReadContext:
     Attributes:
         size: Model input side S.
         clip_len: Frames per temporal item.
+        seed: The dataset's augmentation seed.
+        epoch: The current epoch (readers that draw, e.g. an unpaired partner, use seed/epoch/item).
+        augment: Training augmentation is on (for readers that augment several images together).
+        hflip: Horizontal flip probability the config asked for.
     """
 
     size: int
     clip_len: int = 8
+    seed: int = 0
+    epoch: int = 0
+    augment: bool = False
+    hflip: float = 0.0
 
 
 Reader = Callable[[Record, ReadContext], dict[str, Any]]

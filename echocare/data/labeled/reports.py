@@ -31,12 +31,14 @@ import torch
 from torch.utils.data import Dataset
 
 from echocare.data.labeled.media import load_gray, resize_image
-from echocare.data.labeled.records import IMAGE_SUFFIXES, SkipReport, pick_column, read_csv, resolve_item
+from echocare.data.labeled.readers import ReadContext
+from echocare.data.labeled.records import IMAGE_SUFFIXES, Record, SkipReport, pick_column, read_csv, resolve_item
+from echocare.data.labeled.scan import Scanned, ScanOptions
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ReportDataset", "ReportRecord", "ReportSet", "ReportTokenizer", "collate_reports", "scan_reports",
-           "write_generated_reports"]
+__all__ = ["ReportDataset", "ReportRecord", "ReportSet", "ReportTokenizer", "collate_reports", "read_report",
+           "scan_report_records", "scan_reports", "write_generated_reports"]
 
 SPECIAL_TOKENS = ("[PAD]", "[BOS]", "[EOS]", "[UNK]")
 
@@ -273,3 +275,32 @@ def write_generated_reports(path: str | Path, records: list[ReportRecord], gener
         for r, g in zip(records, generated):
             f.write(json.dumps({"images": r.images, "reference": r.report, "generated": g}, ensure_ascii=False) + "\n")
     return path
+
+
+def scan_report_records(root: Path, opts: ScanOptions, skips: SkipReport, max_images: int = 2) -> Scanned:
+    """:func:`scan_reports` as a fine-tuning scanner: one :class:`Record` per report.
+
+    ``path`` is the report's first image (what ``data.group_regex`` sees), ``target`` the report text,
+    ``group`` the file's group, ``extra["images"]`` every image path.
+    """
+    found = scan_reports(root, max_images=max_images, verify=opts.verify)
+    for item in found.skips.items:
+        skips.add(item["source"], item["reason"], item["detail"])
+    records = [Record(r.images[0], r.report, str(found.root), r.group, {"images": list(r.images)})
+               for r in found.records]
+    return Scanned(found.root, records, ["report"], 1, verified=True)
+
+
+def read_report(r: Record, ctx: ReadContext, tokenizer: ReportTokenizer, max_len: int = 64,
+                max_images: int = 2) -> dict[str, Any]:
+    """``image`` (N, 1, S, S) with N = ``max_images`` (the last image repeated) and ``tokens`` (max_len,) padded.
+
+    Bind ``tokenizer`` (and the lengths) with :func:`functools.partial` to get a reader.
+    """
+    paths = r.extra.get("images") or [r.path]
+    imgs = [resize_image(load_gray(Path(r.root) / p), ctx.size) for p in paths]  # each (1, S, S)
+    imgs += [imgs[-1]] * (max_images - len(imgs))
+    ids = tokenizer.encode(r.target, max_len)
+    tokens = torch.full((max_len,), tokenizer.pad_id, dtype=torch.long)
+    tokens[: len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return {"image": torch.stack(imgs), "tokens": tokens}

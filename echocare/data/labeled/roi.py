@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import torch
 
 from echocare.data.curation import crop_scan_area
+from echocare.data.labeled.media import load_frames, resize_image
+from echocare.data.labeled.readers import ReadContext
+from echocare.data.labeled.records import Record
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["clip_scan_area_box", "crop_clip_to_scan_area"]
+__all__ = ["clip_scan_area_box", "crop_clip_to_scan_area", "read_clip_roi"]
 
 
 def _stack(frames: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
@@ -60,3 +65,13 @@ def crop_clip_to_scan_area(frames: Sequence[np.ndarray] | np.ndarray, threshold:
     if (bottom - top, right - left) == arr.shape[1:]:
         logger.debug("no scan area found in a %s clip; frames kept whole", arr.shape)
     return arr[:, top:bottom, left:right], (top, left, bottom, right)
+
+
+def read_clip_roi(r: Record, ctx: ReadContext) -> dict[str, Any]:
+    """:func:`~echocare.data.labeled.readers.read_clip` with the ROI stage: the clip's ``clip_len``
+    adjacent frames cropped to their scan-area box, then resized: ``image`` (T, 1, S, S), ``label``."""
+    start = int(r.extra.get("start", 0))
+    frames = load_frames(r.file, list(range(start, start + ctx.clip_len)))  # T x (H, W) in [0, 1]
+    cropped, _ = crop_clip_to_scan_area(np.stack(frames))  # (T, h, w)
+    clip = torch.stack([resize_image(f, ctx.size) for f in cropped])  # (T, 1, S, S)
+    return {"image": clip, "label": torch.tensor(int(r.target), dtype=torch.long)}

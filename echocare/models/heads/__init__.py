@@ -15,7 +15,7 @@ Every head is built from the backbone's ``feature_info`` and follows one style:
 from echocare.models.heads.boxes import ellipse_to_box
 from echocare.models.heads.classification import ClassificationHead, class_probabilities
 from echocare.models.heads.detection import DetectionHead
-from echocare.models.heads.factory import create_head, list_heads
+from echocare.models.heads.factory import CLIP_MODELS, create_head, head_uses_backbone, list_heads
 from echocare.models.heads.heatmap import decode_heatmaps, render_gaussian_heatmaps
 from echocare.models.heads.landmarks import LandmarkHead
 from echocare.models.heads.model import FinetuneModel
@@ -25,6 +25,7 @@ from echocare.models.heads.temporal import TemporalAttentionPool
 from echocare.models.heads.video import VideoClassificationHead, clip_starts, video_scores
 
 __all__ = [
+    "CLIP_MODELS",
     "ClassificationHead",
     "DetectionHead",
     "FinetuneModel",
@@ -38,6 +39,7 @@ __all__ = [
     "create_head",
     "decode_heatmaps",
     "ellipse_to_box",
+    "head_uses_backbone",
     "list_heads",
     "render_gaussian_heatmaps",
     "video_scores",

@@ -22,17 +22,26 @@ class FinetuneModel(nn.Module):
     latter are folded into (B*T, C, H, W) for the backbone and the head gets the
     original 5-D tensor so it can unfold time.
 
+    A head whose ``uses_backbone`` attribute is false (the 3-D CNN clip models) sees the input only:
+    such a model is built with ``backbone=None`` and the head gets ``features=None``.
+
     Args:
-        backbone: e.g. ``echocare.models.create_encoder(...)`` or ``echocare.load_backbone(...)``.
+        backbone: e.g. ``echocare.models.create_encoder(...)`` or ``echocare.load_backbone(...)``;
+            None for a head that does not use one.
         head: a task head (``forward(features, image)``, ``loss``, ``predict``).
         feature_norm: apply the backbone's final norm to the last stage.
         freeze_backbone: start frozen (linear probe).
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, feature_norm: bool = True,
+    def __init__(self, backbone: nn.Module | None, head: nn.Module, feature_norm: bool = True,
                  freeze_backbone: bool = False) -> None:
         super().__init__()
-        if not hasattr(backbone, "forward_intermediates"):
+        if backbone is None:
+            if getattr(head, "uses_backbone", True):
+                raise TypeError(f"{type(head).__name__} needs a backbone")
+            if freeze_backbone:
+                raise ValueError("a linear probe needs a backbone to freeze")
+        elif not hasattr(backbone, "forward_intermediates"):
             raise TypeError(f"{type(backbone).__name__} has no forward_intermediates(); need a timm-style backbone")
         self.backbone = backbone
         self.head = head
@@ -53,6 +62,8 @@ class FinetuneModel(nn.Module):
         mode (no drop-path / dropout) even under ``model.train()``, and its
         forward runs without building a graph.
         """
+        if self.backbone is None:
+            raise ValueError("this model has no backbone to freeze")
         for p in self.backbone.parameters():
             p.requires_grad_(not frozen)
         self.backbone_frozen = frozen
@@ -62,7 +73,7 @@ class FinetuneModel(nn.Module):
     def train(self, mode: bool = True) -> FinetuneModel:
         """Set train/eval mode, keeping a frozen backbone in eval mode."""
         super().train(mode)
-        if self.backbone_frozen:
+        if self.backbone_frozen and self.backbone is not None:
             self.backbone.eval()
         return self
 
@@ -76,6 +87,8 @@ class FinetuneModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> dict[str, Any]:
         """Head outputs for images (B, C, H, W) or sequences (B, T, C, H, W)."""
+        if self.backbone is None:
+            return self.head(None, images)
         if images.ndim == 5:
             b, t = images.shape[:2]
             feats = self.features(images.reshape(b * t, *images.shape[2:]))  # maps of (B*T, C_i, h_i, w_i)
@@ -90,6 +103,6 @@ class FinetuneModel(nn.Module):
         return self.head.loss(outputs, targets)
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> Any:
-        """Metric-ready predictions (the head's ``predict``) for a batch; no gradients."""
-        return self.head.predict(self.forward(images))
+    def predict(self, images: torch.Tensor, **kwargs: Any) -> Any:
+        """Metric-ready predictions (the head's ``predict``, given ``kwargs``) for a batch; no gradients."""
+        return self.head.predict(self.forward(images), **kwargs)

@@ -4,7 +4,8 @@ The backbone's deepest feature map of each image (1..N images per report; USData
 sequence of visual tokens: a linear projection to the decoder width plus a fixed 2-D sine-cosine
 position and a learned image-slot embedding, concatenated over the N images. A
 ``torch.nn.TransformerDecoder`` (pre-norm, causal self-attention, cross-attention to the visual
-tokens, output projection tied to the token embedding) is trained with teacher forcing; inference is
+tokens, output projection tied to the token embedding — applied functionally, so the state dict holds the
+weight once and saves to safetensors) is trained with teacher forcing; inference is
 greedy or beam search (length-normalised). The forward pass is the image side only, so the head
 fits the shared head contract: ``forward(features, image)`` gives the visual ``memory``,
 ``loss(outputs, {"tokens"})`` runs the decoder with teacher forcing, ``predict(outputs)`` decodes.
@@ -96,8 +97,6 @@ class ReportHead(nn.Module):
         layer = nn.TransformerDecoderLayer(d_model, num_heads, dim_feedforward or 4 * d_model, dropout,
                                            activation="gelu", batch_first=True, norm_first=True)
         self.decoder = nn.TransformerDecoder(layer, num_layers, norm=nn.LayerNorm(d_model))
-        self.out = nn.Linear(d_model, vocab_size, bias=False)
-        self.out.weight = self.embed.weight  # tied
         nn.init.normal_(self.embed.weight, std=d_model**-0.5)
         nn.init.normal_(self.pos.weight, std=0.02)
 
@@ -138,7 +137,7 @@ class ReportHead(nn.Module):
         x = self.embed(tokens) * math.sqrt(self.d_model) + self.pos(pos)  # (B, L, D)
         causal = nn.Transformer.generate_square_subsequent_mask(length, device=tokens.device, dtype=x.dtype)
         x = self.decoder(x, memory, tgt_mask=causal, tgt_is_causal=True)
-        return self.out(x)  # (B, L, V)
+        return F.linear(x, self.embed.weight)  # (B, L, V); output projection tied to the embedding
 
     def loss(self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, Any]) -> dict[str, Any]:
         """Teacher-forced cross-entropy of ``tokens[:, 1:]`` given ``tokens[:, :-1]``; logs token accuracy."""

@@ -165,3 +165,43 @@ class Video3DClassifier(nn.Module):
         logits = self.forward(clips)["logits"].float()
         label = (logits[:, 0] > 0).long() if logits.shape[-1] == 1 else logits.argmax(dim=-1)
         return {"probs": class_probabilities(logits), "label": label}
+
+
+class Video3DHead(nn.Module):
+    """:class:`Video3DClassifier` in the head contract, for a model without an image backbone.
+
+    ``uses_backbone = False``: :class:`~echocare.models.heads.FinetuneModel` is built with
+    ``backbone=None`` and calls ``head(None, clips)``. ``feature_info`` is accepted and ignored.
+
+    Args:
+        feature_info: ignored (None when there is no backbone).
+        num_classes: K.
+        clip_model: one of :data:`ARCHS`.
+        in_chans: image channels.
+        dropout: dropout before the classifier.
+        label_smoothing: cross-entropy label smoothing.
+    """
+
+    task = "video_classification"
+    uses_backbone = False
+
+    def __init__(self, feature_info: Any = None, num_classes: int = 2, clip_model: str = "i3d_r50",
+                 in_chans: int = 1, dropout: float = 0.0, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.clip_model = clip_model
+        self.net = Video3DClassifier(clip_model, num_classes, in_chans, dropout, label_smoothing)
+
+    def forward(self, features: Any, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits (B, K) of clips (B, T, C, H, W); ``features`` is ignored."""
+        return self.net(image)
+
+    def loss(self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, Any]) -> dict[str, Any]:
+        """Clip cross-entropy (see :meth:`Video3DClassifier.loss`)."""
+        return self.net.loss(outputs, targets)
+
+    @torch.no_grad()
+    def predict(self, outputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Metric-ready clip ``probs`` (B, K) and ``label`` (B,)."""
+        logits = outputs["logits"].float()
+        label = (logits[:, 0] > 0).long() if logits.shape[-1] == 1 else logits.argmax(dim=-1)
+        return {"probs": class_probabilities(logits), "label": label}

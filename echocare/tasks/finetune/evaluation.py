@@ -37,7 +37,7 @@ def collect_predictions(model: torch.nn.Module, dataset: LabeledDataset, task: s
     try:
         for batch in loader:
             batch = move_batch(batch, torch.device(device))
-            pred = model.predict(batch["image"].float())
+            pred = model.predict(batch["image"].float(), **spec.predict_kwargs)
             records = [dataset.records[i] for i in batch["index"].tolist()]
             spec.collect(pred, batch, records, out)
     finally:
@@ -47,10 +47,13 @@ def collect_predictions(model: torch.nn.Module, dataset: LabeledDataset, task: s
 
 def compute_metrics(task: str | TaskSpec, pred: dict[str, Any], class_names: list[str], ci: bool = True,
                     n_bootstrap: int = 1000, nsd_tolerance: float = 2.0,
-                    sdr_radii: tuple[float, ...] = (2.0, 4.0, 10.0), seed: int = 0) -> dict[str, Any]:
-    """The task's metric report from :func:`collect_predictions` output (JSON-able)."""
+                    sdr_radii: tuple[float, ...] = (2.0, 4.0, 10.0), seed: int = 0, **options: Any) -> dict[str, Any]:
+    """The task's metric report from :func:`collect_predictions` output (JSON-able).
+
+    ``options`` are the other :class:`~echocare.tasks.spec.MetricOptions` fields (e.g. ``niqe_params``).
+    """
     opts = MetricOptions(ci=ci, n_bootstrap=n_bootstrap, nsd_tolerance=nsd_tolerance,
-                         sdr_radii=tuple(sdr_radii), seed=seed)
+                         sdr_radii=tuple(sdr_radii), seed=seed, **options)
     return get_task(task).metrics(pred, class_names, opts)
 
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from echocare.models import create_encoder
 from echocare.models.encoder import EchoCareSwin
-from echocare.models.heads import FinetuneModel, create_head
+from echocare.models.heads import FinetuneModel, create_head, head_uses_backbone
 from echocare.models.hub import load_backbone
 from echocare.tasks.registry import get_task
 from echocare.tasks.spec import TaskSpec
@@ -33,7 +33,9 @@ logger = logging.getLogger(__name__)
 FINETUNE_FORMAT = "echocare-finetune"
 
 __all__ = ["FINETUNE_FORMAT", "FinetuneTask", "build_backbone", "build_finetune_model", "head_arguments",
-           "layer_decay_groups", "load_finetuned", "save_finetuned"]
+           "layer_decay_groups", "load_finetuned", "needs_backbone", "save_finetuned"]
+
+NO_BACKBONE = "none"  # ``architecture`` metadata of a model without an image backbone (3-D CNN clip models)
 
 
 def build_backbone(init: str, name: str, img_size: int, patch_size: int = 4, window_size: int = 8,
@@ -87,11 +89,19 @@ def head_arguments(task: str | TaskSpec, num_outputs: int, temporal: bool, extra
     return args
 
 
-def build_finetune_model(backbone: nn.Module, task: str | TaskSpec, head_args: dict[str, Any],
+def needs_backbone(task: str | TaskSpec, head_args: dict[str, Any]) -> bool:
+    """Whether the head of ``task`` with ``head_args`` reads backbone features (a 3-D CNN clip model does not)."""
+    return head_uses_backbone(get_task(task).head, **head_args)
+
+
+def build_finetune_model(backbone: nn.Module | None, task: str | TaskSpec, head_args: dict[str, Any],
                          feature_norm: bool = True, linear_probe: bool = False) -> FinetuneModel:
-    """Backbone + the head of ``task`` (``linear_probe`` freezes the backbone)."""
-    head = create_head(get_task(task).head, backbone.feature_info, **head_args)
-    if hasattr(backbone, "mask_token"):
+    """Backbone + the head of ``task`` (``linear_probe`` freezes the backbone).
+
+    ``backbone`` is None for a head that does not use one (see :func:`needs_backbone`).
+    """
+    head = create_head(get_task(task).head, backbone.feature_info if backbone is not None else None, **head_args)
+    if backbone is not None and hasattr(backbone, "mask_token"):
         backbone.mask_token.requires_grad_(False)  # unused in fine-tuning (and DDP rejects unused params)
     return FinetuneModel(backbone, head, feature_norm=feature_norm, freeze_backbone=linear_probe)
 
@@ -108,7 +118,7 @@ def layer_decay_groups(model: FinetuneModel, layer_decay: float, prefix: str = "
     """
     backbone = model.backbone
     layer_of: dict[str, int] = {}
-    if layer_decay < 1.0 and hasattr(backbone, "group_matcher"):
+    if layer_decay < 1.0 and backbone is not None and hasattr(backbone, "group_matcher"):
         # Frozen parameters (the unused mask_token, which timm groups as an extra top "layer") must not
         # count as a layer: they would push every real block one decay factor down.
         trainable = {n for n, p in backbone.named_parameters() if p.requires_grad}
@@ -153,7 +163,10 @@ class FinetuneTask(nn.Module):
         return layer_decay_groups(self.model, self.layer_decay, prefix="model.")
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Activation checkpointing in the backbone."""
+        """Activation checkpointing in the backbone (none to checkpoint without one)."""
+        if self.model.backbone is None:
+            logger.warning("train.grad_checkpointing: this model has no backbone; nothing is checkpointed")
+            return
         self.model.backbone.set_grad_checkpointing(enable)
 
 
@@ -166,8 +179,9 @@ def save_finetuned(model: FinetuneModel, path: str | Path, metadata: dict[str, A
         metadata: JSON-able dict; must hold ``task`` and ``head_args`` (stored as JSON strings).
     """
     backbone = model.backbone
-    meta = {"format": FINETUNE_FORMAT, "architecture": backbone.timm_architecture,
-            "model_args": json.dumps(backbone.timm_kwargs)}
+    meta = {"format": FINETUNE_FORMAT,
+            "architecture": backbone.timm_architecture if backbone is not None else NO_BACKBONE,
+            "model_args": json.dumps(backbone.timm_kwargs if backbone is not None else {})}
     meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     path = Path(path)
@@ -192,7 +206,8 @@ def load_finetuned(path: str | Path) -> tuple[FinetuneModel, dict[str, Any]]:
         raise ValueError(f"{path}: not an echocare fine-tuned model (format {raw.get('format')!r}, "
                          f"expected {FINETUNE_FORMAT!r}); pass a fine-tune run dir or its model.safetensors")
     meta = {k: (json.loads(v) if k not in ("format", "architecture", "task") else v) for k, v in raw.items()}
-    backbone = EchoCareSwin(timm_architecture=meta["architecture"], **meta["model_args"])
+    no_backbone = meta["architecture"] == NO_BACKBONE
+    backbone = None if no_backbone else EchoCareSwin(timm_architecture=meta["architecture"], **meta["model_args"])
     model = build_finetune_model(backbone, meta["task"], meta["head_args"], feature_norm=meta.get("feature_norm", True))
     try:
         model.load_state_dict(state, strict=True)

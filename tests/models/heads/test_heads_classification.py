@@ -88,7 +88,8 @@ def test_binary_single_logit_and_label_errors(tiny_backbone):
 
 def test_factory_and_bad_inputs(tiny_backbone):
     assert set(list_heads()) == {
-        "classification", "segmentation", "detection", "landmarks", "regression", "video_classification"
+        "classification", "segmentation", "detection", "landmarks", "regression", "video_classification",
+        "enhancement", "report_generation",
     }
     backbone = tiny_backbone()
     with pytest.raises(ValueError, match="unknown head task"):
