@@ -15,23 +15,34 @@ it for the current process only.
 
 from __future__ import annotations
 
-from echocare.tasks.finetune import (
-    classification,
-    detection,
-    enhancement,
-    landmarks,
-    regression,
-    report_generation,
-    segmentation,
-    video,
-)
+import functools
+import importlib
+
 from echocare.tasks.spec import TaskSpec
 
-__all__ = ["get_task", "list_tasks", "register_task", "unregister_task"]
+__all__ = ["BUILTIN_MODULES", "get_task", "list_tasks", "register_task", "unregister_task"]
 
-BUILTIN: tuple[TaskSpec, ...] = (classification.SPEC, segmentation.SPEC, detection.SPEC, landmarks.SPEC,
-                                 regression.SPEC, video.SPEC, enhancement.SPEC, report_generation.SPEC)
-_TASKS: dict[str, TaskSpec] = {s.name: s for s in BUILTIN}
+BUILTIN_MODULES = ("classification", "segmentation", "detection", "landmarks", "regression", "video",
+                   "enhancement", "report_generation")
+_CHANGES: dict[str, TaskSpec | None] = {}  # register_task / unregister_task since start (None = removed)
+
+
+@functools.cache
+def _builtin() -> dict[str, TaskSpec]:
+    """The built-in entries, imported on first use: their modules import this one, so they cannot be
+    imported at the top of this module."""
+    specs = (importlib.import_module(f"echocare.tasks.finetune.{m}").SPEC for m in BUILTIN_MODULES)
+    return {spec.name: spec for spec in specs}
+
+
+def _registry() -> dict[str, TaskSpec]:
+    tasks = dict(_builtin())
+    for name, spec in _CHANGES.items():
+        if spec is None:
+            tasks.pop(name, None)
+        else:
+            tasks[name] = spec
+    return tasks
 
 
 def register_task(spec: TaskSpec, replace: bool = False) -> TaskSpec:
@@ -40,15 +51,15 @@ def register_task(spec: TaskSpec, replace: bool = False) -> TaskSpec:
     Raises:
         ValueError: the name is taken and ``replace`` is false.
     """
-    if spec.name in _TASKS and not replace:
+    if spec.name in _registry() and not replace:
         raise ValueError(f"task {spec.name!r} is already registered (pass replace=True to override it)")
-    _TASKS[spec.name] = spec
+    _CHANGES[spec.name] = spec
     return spec
 
 
 def unregister_task(name: str) -> None:
     """Remove a task (no error if it is not registered)."""
-    _TASKS.pop(name, None)
+    _CHANGES[name] = None
 
 
 def get_task(task: str | TaskSpec) -> TaskSpec:
@@ -60,11 +71,11 @@ def get_task(task: str | TaskSpec) -> TaskSpec:
     if isinstance(task, TaskSpec):
         return task
     try:
-        return _TASKS[task]
+        return _registry()[task]
     except KeyError:
         raise ValueError(f"unknown task {task!r}; registered tasks: {list_tasks()}") from None
 
 
 def list_tasks() -> list[str]:
     """Registered task names, built-ins first."""
-    return list(_TASKS)
+    return list(_registry())
