@@ -39,6 +39,7 @@ from safetensors.torch import save_file
 from echocare import __version__
 from echocare.catalog.model_card import export_model_card
 from echocare.engine.checkpoint import is_complete
+from echocare.errors import DataError
 from echocare.models.encoder import EchoCareSwin
 from echocare.models.hub import (
     ENCODER_FORMAT,
@@ -127,7 +128,7 @@ def _load_config(path: Path | None) -> dict[str, Any]:
         return {}
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: resolved config is not a mapping")
+        raise DataError(f"{path}: resolved config is not a mapping")
     return data
 
 
@@ -200,7 +201,7 @@ def export_encoder(src: str | Path, out: str | Path, full: bool = False) -> Path
     """
     out = Path(out)
     if out.suffix != ".safetensors":
-        raise ValueError(f"export target {out} must end in .safetensors")
+        raise DataError(f"export target {out} must end in .safetensors")
     weights, config_path = resolve_checkpoint(src)
     state, raw_meta = read_weights(weights)
     file_meta = decode_metadata(raw_meta, weights)
@@ -216,7 +217,7 @@ def export_encoder(src: str | Path, out: str | Path, full: bool = False) -> Path
     _check_stock_timm(encoder, stock)
     if full:
         if not enc_prefix.endswith("encoder."):
-            raise ValueError(f"{weights}: --full needs a pretraining model (encoder under '*encoder.'), "
+            raise DataError(f"{weights}: --full needs a pretraining model (encoder under '*encoder.'), "
                              f"found the encoder under {enc_prefix!r}")
         model_prefix = enc_prefix[: -len("encoder.")]
         tensors = {k[len(model_prefix):]: v for k, v in state.items() if k.startswith(model_prefix)}

@@ -25,6 +25,8 @@ from echocare.config.finetune import FinetuneConfig
 from echocare.data.labeled import EpochLoader, LabeledDataset, LabeledSet, ScanOptions, scan_dataset, steps_per_epoch
 from echocare.data.splits import group_key, subsample_groups, train_val_split
 from echocare.engine.trainer import Trainer
+from echocare.errors import DataError
+from echocare.jobs.preflight import check_model_name, check_resume
 from echocare.metrics import flatten_metrics
 from echocare.metrics.jsonsafe import dumps_strict
 from echocare.tasks.finetune import FinetuneTask, build_backbone, build_finetune_model, save_finetuned
@@ -88,7 +90,7 @@ def prepare_data(cfg: FinetuneConfig, scanned: LabeledSet | None = None) -> Prep
         train_idx, val_idx = train_val_split(groups, d.val_fraction, d.split_seed, d.fold, d.num_folds, labels)
     train_idx = subsample_groups(train_idx, groups, d.train_fraction, d.split_seed, labels)
     if not train_idx:
-        raise ValueError(f"{d.root}: the training split is empty; lower data.val_fraction or add data")
+        raise DataError(f"{d.root}: the training split is empty; lower data.val_fraction or add data")
     return PreparedData(full, val, train_idx, val_idx, groups)
 
 
@@ -191,7 +193,9 @@ def run_finetune(cfg: FinetuneConfig, output_dir: str | Path, resume: str | Path
         scanned: A pre-scanned ``LabeledSet`` of ``data.root`` (protocol runs reuse one scan).
 
     Returns:
-        The metrics.json content on the main process (``{}`` on other ranks).
+        The metrics.json content on the main process (``{}`` on other ranks); when a signal stopped the run
+        (a checkpoint was written, nothing else) ``{"task", "step", "interrupted": True, "stop_signal"}`` on
+        every rank.
     """
     spec = get_task(cfg.task)
     out = Path(output_dir)
@@ -203,13 +207,20 @@ def run_finetune(cfg: FinetuneConfig, output_dir: str | Path, resume: str | Path
     metric, lower = _selection(spec, cfg)
     if cfg.train.eval_every and not data.val_idx:
         raise ConfigError("train.eval_every > 0 needs a validation split (data.val_fraction > 0 or data.val_root)")
+    m = cfg.model
+    check_model_name(m.name)  # user errors before the Trainer creates the run directory
+    check_resume(out, resume)
+    # a weights file is read (and refused if it is a pickle, truncated, ...) before anything is written;
+    # a random encoder is built after the Trainer has seeded every RNG
+    backbone = None if m.init == "random" else build_backbone(m.init, m.name, m.img_size, m.patch_size,
+                                                               m.window_size, m.drop_path_rate)
     trainer = Trainer(cfg.train, cfg.optim, out, config=cfg)
     train_ds = make_dataset(spec, cfg, train_records, train=True)
     val_ds = make_dataset(spec, cfg, [data.val.records[i] for i in data.val_idx])
     if trainer.is_main:
         write_json(out / "data_report.json", data.report())
-    m = cfg.model
-    backbone = build_backbone(m.init, m.name, m.img_size, m.patch_size, m.window_size, m.drop_path_rate)
+    if backbone is None:
+        backbone = build_backbone(m.init, m.name, m.img_size, m.patch_size, m.window_size, m.drop_path_rate)
     head_args = _head_args(spec, cfg, data)
     model = build_finetune_model(backbone, spec, head_args, m.feature_norm, m.linear_probe)
     task = FinetuneTask(model, 1.0 if m.linear_probe else m.layer_decay)
@@ -222,6 +233,10 @@ def run_finetune(cfg: FinetuneConfig, output_dir: str | Path, resume: str | Path
     evaluate = _validator(spec, cfg, val_ds, names, trainer.device, metric) if cfg.train.eval_every else None
     result = trainer.fit(task, loader, resume=resume, evaluate=evaluate, eval_every=cfg.train.eval_every,
                          select_metric=metric if evaluate else None, lower_is_better=lower)
+    if result.interrupted:  # stopped by a signal: checkpointed; metrics.json and model.safetensors come on resume
+        logger.warning("fine-tuning stopped by signal %s at step %d; resume with --resume auto", result.stop_signal,
+                       result.step)
+        return {"task": spec.name, "step": result.step, "interrupted": True, "stop_signal": result.stop_signal}
     summary: dict[str, Any] = {}
     if trainer.is_main:
         summary = {"task": spec.name, "step": result.step, "interrupted": result.interrupted,

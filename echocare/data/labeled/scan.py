@@ -48,6 +48,7 @@ from echocare.data.labeled.records import (
     resolve_item,
 )
 from echocare.data.sources import SourceError
+from echocare.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -249,7 +250,7 @@ def scan_segmentation(root: Path, opts: ScanOptions, skips: SkipReport) -> Scann
     records, num = _check_masks(records, opts.num_classes, skips)
     names = list(opts.classes) if opts.classes else ["background"] + [str(c) for c in range(1, num)]
     if len(names) != num:
-        raise ValueError(f"data.classes names {len(names)} classes but there are {num} (incl. background)")
+        raise DataError(f"data.classes names {len(names)} classes but there are {num} (incl. background)")
     return Scanned(root, records, names, num, verified=True)
 
 
@@ -278,7 +279,7 @@ def scan_landmarks(root: Path, opts: ScanOptions, skips: SkipReport) -> Scanned:
     """A CSV ``image,x1,y1,x2,y2,...`` (an empty cell = landmark not visible)."""
     csv, base, records, cols, _ = _value_csv(root, opts, skips, "landmarks", allow_nan=True, allow_video=False)
     if len(cols) % 2:
-        raise ValueError(f"{csv}: landmark CSV needs x,y column pairs, got {len(cols)} value columns {cols}")
+        raise DataError(f"{csv}: landmark CSV needs x,y column pairs, got {len(cols)} value columns {cols}")
     records = [Record(r.path, [[r.target[i], r.target[i + 1]] for i in range(0, len(r.target), 2)],
                       r.root, r.group) for r in records]
     names = [re.sub(r"^[xX][_ ]?|[_ ]?[xX]$", "", c) or str(i) for i, c in enumerate(cols[0::2])]
@@ -316,7 +317,7 @@ def scan_dataset(scanner: Scanner, root: str | Path, opts: ScanOptions | None = 
     if opts.verify and not found.temporal and not found.verified:
         records = _verify_images(records, skips)
     if not records:
-        raise ValueError(f"{found.root}: no usable {name or 'labeled'} items ({skips.count} skipped: "
+        raise DataError(f"{found.root}: no usable {name or 'labeled'} items ({skips.count} skipped: "
                          f"{skips.by_reason()})")
     logger.info("%s data %s: %d items, %d outputs, %d skipped %s", name or "labeled", found.root, len(records),
                 found.num_outputs, skips.count, skips.by_reason() or "")
