@@ -39,6 +39,7 @@ from safetensors.torch import save_file
 from echocare import __version__
 from echocare.catalog.model_card import export_model_card
 from echocare.engine.checkpoint import is_complete
+from echocare.engine.state import check_finite_weights
 from echocare.errors import DataError
 from echocare.models.encoder import EchoCareSwin
 from echocare.models.hub import (
@@ -198,6 +199,7 @@ def export_encoder(src: str | Path, out: str | Path, full: bool = False) -> Path
         FileNotFoundError: missing source or no model weights in it.
         ValueError: the weights hold no (or several) Swin encoders, or do not fit a Swin;
             ``WeightsFileError`` (a ValueError) for a pickled-object, truncated or refused file.
+        NonFiniteWeightsError: the weights hold NaN or infinite values.
     """
     out = Path(out)
     if out.suffix != ".safetensors":
@@ -223,6 +225,7 @@ def export_encoder(src: str | Path, out: str | Path, full: bool = False) -> Path
         tensors = {k[len(model_prefix):]: v for k, v in state.items() if k.startswith(model_prefix)}
     else:
         tensors = stock
+    check_finite_weights(tensors.items(), f"an export of {weights}")  # a diverged run is not exported
     names, onto_hash = _ontology_meta(config, run_dir)
     metadata = {
         "format": FULL_FORMAT if full else ENCODER_FORMAT,

@@ -71,7 +71,8 @@ def scan_options(cfg: FinetuneConfig, classes: list[str] | None = None,
     return ScanOptions(csv=d.csv, annotations=d.annotations, images_dir=d.images_dir, masks_dir=d.masks_dir,
                        path_column=d.path_column, label_column=d.label_column, group_column=d.group_column,
                        value_columns=list(d.value_columns), classes=list(classes if classes is not None else d.classes),
-                       num_classes=num_classes if num_classes is not None else d.num_classes, clip_len=d.clip_len,
+                       num_classes=num_classes if num_classes is not None else d.num_classes,
+                       positive_class=d.positive_class, clip_len=d.clip_len,
                        clip_stride=d.clip_stride, verify=d.verify)
 
 
@@ -79,6 +80,8 @@ def prepare_data(cfg: FinetuneConfig, scanned: LabeledSet | None = None) -> Prep
     """Scan ``data.root`` (or reuse ``scanned``) and split it (group-aware; k-fold; ``data.val_root``)."""
     spec = get_task(cfg.task)
     d = cfg.data
+    if d.positive_class is not None and spec.class_of is None:
+        raise ConfigError(f"data.positive_class is for binary classification tasks; {spec.name} has no classes")
     full = scanned if scanned is not None else scan_dataset(spec.scan, d.root, scan_options(cfg), spec.name)
     groups = [group_key(r.path, d.group_regex, r.group) for r in full.records]
     labels = [spec.class_of(r) for r in full.records] if spec.class_of is not None else None  # stratify

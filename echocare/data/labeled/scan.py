@@ -70,6 +70,7 @@ class ScanOptions:
     value_columns: list[str] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
     num_classes: int | None = None
+    positive_class: str | None = None
     clip_len: int = 8
     clip_stride: int | None = None
     verify: bool = True
@@ -134,6 +135,7 @@ def _classification(root: Path, opts: ScanOptions, skips: SkipReport, video: boo
         found, folder_names = class_folders(root, video, skips)
         names = list(opts.classes) if opts.classes else folder_names
         pairs = [(p, lab, None) for p, lab in found]
+    names = _positive_last(names, opts)
     index = {n: i for i, n in enumerate(names)}
     records = []
     for path, label, group in pairs:
@@ -142,6 +144,34 @@ def _classification(root: Path, opts: ScanOptions, skips: SkipReport, video: boo
             continue
         records.append(Record(path, index[label], str(base), group=group))
     return base, records, names
+
+
+def _positive_last(names: list[str], opts: ScanOptions) -> list[str]:
+    """Class order with the positive class of a binary task at index 1 (``data.positive_class``), logged.
+
+    Raises:
+        DataError: ``positive_class`` is set for a task that does not have exactly two classes, is not one of
+            them, or contradicts an explicit ``data.classes`` order.
+    """
+    positive = opts.positive_class
+    if len(names) != 2:
+        if positive is not None:
+            raise DataError(f"data.positive_class={positive!r} is for binary tasks; the data has {len(names)} "
+                            f"classes {names}")
+        return names
+    if positive is None:
+        logger.info("binary classification: positive class %r (index 1; the second in label order - set "
+                    "data.positive_class to choose), negative %r", names[1], names[0])
+        return names
+    if positive not in names:
+        raise DataError(f"data.positive_class={positive!r} is not one of the classes {names}")
+    if opts.classes and list(opts.classes)[1] != positive:
+        raise DataError(f"data.positive_class={positive!r} contradicts data.classes={list(opts.classes)} "
+                        "(the positive class is the second); change one of them")
+    ordered = [n for n in names if n != positive] + [positive]
+    logger.info("binary classification: positive class %r (data.positive_class, index 1), negative %r",
+                positive, ordered[0])
+    return ordered
 
 
 def _segmentation(root: Path, opts: ScanOptions, skips: SkipReport):
