@@ -172,6 +172,8 @@ def _build_encoder(state: dict[str, torch.Tensor], config: dict[str, Any], where
             arch = ENCODER_SPECS[resolve_model_name(str(model_cfg["name"]))].timm_architecture
         except (KeyError, ValueError):  # no / foreign model name: pick the stock name by block layout
             arch = timm_architecture_for(args)
+    if own:  # the file's own metadata is untrusted input too: refused when it asks for anything odd
+        check_backbone_args(arch, own, where=str(where))
     check_backbone_args(arch, args, where=str(where))
     encoder = EchoCareSwin(timm_architecture=arch, num_classes=0, **args)
     load_encoder_state(encoder, state, f"{where}: encoder tensors do not fit the inferred architecture {args}")
