@@ -104,6 +104,7 @@ def _resume(argv, tmp_path):
                           capture_output=True, text=True, timeout=400)
 
 
+@pytest.mark.slow
 def test_pretrain_sigterm_to_the_group_checkpoints_exits_143_and_resumes(shards, tmp_path):
     run = tmp_path / "pre"
     argv = _pretrain(shards, run, 40)
@@ -118,6 +119,7 @@ def test_pretrain_sigterm_to_the_group_checkpoints_exits_143_and_resumes(shards,
     assert json.loads((run / "summary.json").read_text())["step"] == 40
 
 
+@pytest.mark.slow
 def test_finetune_sigint_to_the_group_checkpoints_exits_130_and_resumes(cls_root, tmp_path):
     run = tmp_path / "ft"
     argv = _finetune(cls_root, run, 40)
@@ -132,6 +134,7 @@ def test_finetune_sigint_to_the_group_checkpoints_exits_130_and_resumes(cls_root
     assert json.loads((run / "metrics.json").read_text())["step"] == 40
 
 
+@pytest.mark.slow
 def test_second_sigterm_exits_at_once_without_traceback(shards, tmp_path):
     run = tmp_path / "twice"
     code, log = _signal_after(_pretrain(shards, run, 40), run, tmp_path, signal.SIGTERM, twice=True)
