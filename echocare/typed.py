@@ -29,6 +29,8 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from echocare.errors import UserError
+
 T = TypeVar("T")
 
 NULL_STRINGS = ("null", "none", "~")
@@ -36,7 +38,7 @@ _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
 
 
-class SchemaError(ValueError):
+class SchemaError(UserError, ValueError):
     """A document value does not fit its schema.
 
     Attributes:

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import yaml
 
 from echocare.catalog.scores import DETAIL_CHARACTERISTICS, SUMMARY_CHARACTERISTICS
+from echocare.errors import UserError
 
 UNKNOWN = "unknown"
 ACCESS = ("open", "on_request")
@@ -44,7 +45,7 @@ _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 _COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
 
 
-class CatalogError(ValueError):
+class CatalogError(UserError, ValueError):
     """The catalogue YAML is invalid; the message names the entry and the key."""
 
 

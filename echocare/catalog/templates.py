@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from echocare.catalog.catalog import Catalog, DatasetEntry
+from echocare.errors import UserError
 
 _IMAGES = ["**/*.png", "**/*.jpg", "**/*.jpeg", "**/*.bmp", "**/*.tif", "**/*.tiff"]
 _VIDEOS = ["**/*.mp4", "**/*.avi", "**/*.mov", "**/*.mpeg", "**/*.mpg"]
 
 
-class TemplateError(ValueError):
+class TemplateError(UserError, ValueError):
     """The root does not hold the dataset's published layout (the message says what was expected)."""
 
 

@@ -32,9 +32,26 @@ def add_run_arguments(p: argparse.ArgumentParser, default_output_dir: str, auto_
 
 
 def error_exit(verb: str, err: BaseException) -> int:
-    """Print ``echocare VERB: error: ERR`` to stderr; return the usage-error exit code 2."""
-    print(f"echocare {verb}: error: {err}", file=sys.stderr)
+    """Print ``echocare VERB: error: ERR`` (one line) to stderr; return the usage-error exit code 2."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in text:
+        text = f"{text}: {err.filename}"
+    print(f"echocare {verb}: error: {text}", file=sys.stderr)
     return 2
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """The exceptions the CLI reports as one line with exit code 2: :class:`echocare.errors.UserError` (config,
+    schema, manifest, ontology, catalogue, weights file, checkpoint, data, resume-config and non-finite
+    errors all derive from it) and missing or wrong user paths."""
+    from echocare.errors import UserError
+
+    return (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+
+def exit_code(signum: int) -> int:
+    """Exit code of a run stopped by signal ``signum``: ``128 + signum`` (SIGTERM 143, SIGINT 130)."""
+    return 128 + int(signum)
 
 
 def load_config_or_report(config_cls: type, path: Any, overrides: Any, verb: str) -> Any:

@@ -7,20 +7,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def run(args: argparse.Namespace) -> int:
     """Rebuild the model, evaluate, write and print the metrics."""
-    from echocare.config import ConfigError
     from echocare.jobs.evaluate import evaluate_checkpoint
 
     device = args.device or ("cuda" if _cuda() else "cpu")
-    try:
-        doc = evaluate_checkpoint(args.checkpoint, args.data, args.set or (), out=args.out, device=device)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"echocare evaluate: error: {err}", file=sys.stderr)
-        return 2
+    # user errors (bad checkpoint, data, --set): one line, exit 2 (echocare.cli)
+    doc = evaluate_checkpoint(args.checkpoint, args.data, args.set or (), out=args.out, device=device)
     from echocare.metrics.jsonsafe import dumps_strict  # NaN -> null (strict JSON)
 
     print(dumps_strict({"split": doc["split"], "n_items": doc["n_items"], **doc["headline"]}))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,10 +26,6 @@ def run(args: argparse.Namespace) -> int:
     """Run the export; print the written path, or the error, and return an exit code."""
     from echocare.jobs.export import export_encoder
 
-    try:
-        out = export_encoder(args.src, args.out, full=args.full)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"echocare export: error: {err}", file=sys.stderr)
-        return 2
+    out = export_encoder(args.src, args.out, full=args.full)  # user errors: one line, exit 2 (echocare.cli)
     print(out)
     return 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 
 from echocare.cli import _common
 
@@ -55,15 +56,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from echocare.jobs.finetune import run_finetune
 
-    try:
-        summary = run_finetune(cfg, args.output_dir, resume=args.resume)
-    except (FileNotFoundError, ValueError) as err:
-        return _common.error_exit("finetune", err)
+    summary = run_finetune(cfg, args.output_dir, resume=args.resume)  # user errors: one line, exit 2 (cli)
+    if summary.get("interrupted"):
+        return _common.exit_code(summary.get("stop_signal") or signal.SIGTERM)
     if summary:
         from echocare.metrics.jsonsafe import dumps_strict  # NaN -> null (strict JSON)
 
         print(dumps_strict({"output_dir": args.output_dir, "step": summary["step"], **summary["headline"]}))
-    return 143 if summary.get("interrupted") else 0
+    return 0
 
 
 def register(subparsers) -> None:

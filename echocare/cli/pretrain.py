@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 
-from echocare.cli._common import add_config_arguments, add_run_arguments, load_config_or_report
+from echocare.cli._common import add_config_arguments, add_run_arguments, exit_code, load_config_or_report
 
 
 def _help_config(args: argparse.Namespace) -> int:
@@ -20,8 +21,8 @@ def _help_config(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the config and run the pretraining job; exit 0 when finished, 143 when stopped by SIGTERM or SIGINT
-    (a checkpoint was written; a second signal stops at once with Python's KeyboardInterrupt)."""
+    """Load the config and run the pretraining job; exit 0 when finished, 143 when stopped by SIGTERM and 130 by
+    SIGINT (a checkpoint was written; a second signal stops at once, with the same code and no checkpoint)."""
     if args.help_config:
         return _help_config(args)
     from echocare.config import PretrainConfig
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = run_pretraining(cfg, args.output_dir, resume=args.resume)
     if result.interrupted:
-        return 143
+        return exit_code(result.stop_signal or signal.SIGTERM)
     return 0
 
 

@@ -10,9 +10,10 @@ run directory per (fraction, seed); rerunning continues an interrupted protocol.
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
 
-from echocare.cli._common import error_exit
+from echocare.cli._common import exit_code
 from echocare.cli.finetune import add_config_arguments, load_finetune_config, print_config_help
 
 
@@ -36,10 +37,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from echocare.jobs.protocol import run_protocol
 
-    try:
-        res = run_protocol(cfg, args.output_dir, args.fractions, args.seeds)
-    except (FileNotFoundError, ValueError) as err:
-        return error_exit("protocol", err)
+    res = run_protocol(cfg, args.output_dir, args.fractions, args.seeds)  # user errors: one line, exit 2 (cli)
+    if res.get("interrupted"):
+        return exit_code(res.get("stop_signal") or signal.SIGTERM)
     print((Path(args.output_dir) / "protocol.md").read_text())
     print("\n".join(res["files"]))
     return 0

@@ -11,11 +11,12 @@ Uses ``recipes/pretrain/debug.yaml`` when the repository is available, else the 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
 
-from echocare.cli._common import add_set_argument, load_config_or_report
+from echocare.cli._common import add_set_argument, exit_code, load_config_or_report
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_quickstart(cfg, out, args.images, announce=lambda msg: print(msg, flush=True))
     if result.weights is None:
         print(f"interrupted at step {result.fit.step}; rerun the same command to continue", file=sys.stderr)
-        return 143
+        return exit_code(result.fit.stop_signal or signal.SIGTERM)
     run_dir, weights = result.run_dir, result.weights
     records = read_metrics(run_dir / "metrics.jsonl")
     first, last = (records[0], records[-1]) if records else ({}, {})

@@ -66,6 +66,8 @@ class FinetuneDataConfig:
     classes: list[str] = _f([], "Class names in label order; [] = sorted folder/CSV labels (segmentation: names "
                                 "of mask values 0..K-1).")
     num_classes: Optional[int] = _f(None, "Segmentation classes incl. background; null = max mask value + 1.")
+    positive_class: Optional[str] = _f(None, "Binary classification/video: the class scored as positive (index 1: "
+                                             "AUC, F1, sensitivity); null = the second class in label order (logged).")
     val_fraction: float = _f(0.2, "Fraction of groups held out for validation.")
     fold: Optional[int] = _f(None, "k-fold: validate on this fold (0-based) instead of the hold-out split.")
     num_folds: int = _f(5, "Number of folds when data.fold is set.")

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from echocare.data.stream import Plan, PretrainStream, SkipCounter, decode_gray, finalize_batch
+from echocare.data.workers import ignore_stop_signals
 
 __all__ = ["PretrainLoader", "PretrainStream", "SkipCounter", "decode_gray", "make_pretrain_loader"]
 
@@ -201,7 +202,7 @@ class PretrainLoader:
         yielded = 0
         if limit is None or self._batches < limit:
             loader = DataLoader(_PlannedStream(self.dataset, plan), batch_size=None, num_workers=self.num_workers,
-                                **self._dl_kwargs)
+                                worker_init_fn=ignore_stop_signals, **self._dl_kwargs)
             it = iter(loader)
             try:
                 for batch in self._canonical(it, n_workers, limit):

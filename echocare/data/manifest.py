@@ -20,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal, Optional, Union
 
 from echocare.data.label_csv import LabelCsvDoc, read_label_csv
+from echocare.errors import UserError
 from echocare.ontology import load_ontology
 from echocare.typed import Check, SchemaError, at_least, build, fields_of, key_path, note, read_yaml
 
@@ -134,7 +135,7 @@ class _ManifestDoc:
 _INHERITED = ("crop", "frame_stride", "noise_frames", "near_duplicates", "min_nonzero_pixels")
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """The manifest is invalid; the message names the offending key, dataset or path."""
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 from webdataset.shardlists import expand_urls
 
+from echocare.errors import DataError
+
 logger = logging.getLogger(__name__)
 
 INDEX_NAME = "index.json"
@@ -36,14 +38,14 @@ def expand_shards(shards: str | os.PathLike | Sequence[str | os.PathLike]) -> li
     """
     specs = [shards] if isinstance(shards, (str, os.PathLike)) else list(shards)
     if not specs:
-        raise ValueError("no shards given")
+        raise DataError("no shards given")
     urls: list[str] = []
     for spec in specs:
         spec = os.fspath(spec)
         if not is_remote(spec) and os.path.isdir(spec):
             found = sorted(glob.glob(os.path.join(spec, "*.tar")))
             if not found:
-                raise ValueError(f"shard directory {spec!r} contains no *.tar files")
+                raise DataError(f"shard directory {spec!r} contains no *.tar files")
             urls.extend(found)
             continue
         for url in expand_urls(spec):
@@ -59,7 +61,7 @@ def expand_shards(shards: str | os.PathLike | Sequence[str | os.PathLike]) -> li
             else:
                 urls.append(url)
     if not urls:
-        raise ValueError(f"shard specification {shards!r} expands to no shards")
+        raise DataError(f"shard specification {shards!r} expands to no shards")
     return urls
 
 
@@ -72,15 +74,15 @@ def read_index(path: str | os.PathLike) -> dict[str, Any]:
     try:
         doc = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read shard index {os.fspath(path)!r}: {exc}") from exc
+        raise DataError(f"cannot read shard index {os.fspath(path)!r}: {exc}") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("shards"), list):
-        raise ValueError(f"shard index {os.fspath(path)!r} has no 'shards' list")
+        raise DataError(f"shard index {os.fspath(path)!r} has no 'shards' list")
     for i, entry in enumerate(doc["shards"]):
         if not isinstance(entry, dict) or "name" not in entry or "count" not in entry:
-            raise ValueError(f"shard index {os.fspath(path)!r}: entry {i} lacks 'name'/'count': {entry!r}")
+            raise DataError(f"shard index {os.fspath(path)!r}: entry {i} lacks 'name'/'count': {entry!r}")
     datasets = doc.get("datasets", {})
     if not isinstance(datasets, dict):
-        raise ValueError(f"shard index {os.fspath(path)!r}: 'datasets' must be a mapping")
+        raise DataError(f"shard index {os.fspath(path)!r}: 'datasets' must be a mapping")
     return doc
 
 

@@ -22,6 +22,8 @@ import re
 from collections import Counter
 from collections.abc import Hashable, Sequence
 
+from echocare.errors import DataError
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["group_key", "kfold_split", "split_groups", "subsample_groups", "train_val_split"]
@@ -48,7 +50,7 @@ def group_key(relpath: str, group_regex: str | None = None, explicit: str | None
         return relpath
     match = re.search(group_regex, relpath)
     if match is None:
-        raise ValueError(f"data.group_regex {group_regex!r} does not match {relpath!r}; every file needs a group")
+        raise DataError(f"data.group_regex {group_regex!r} does not match {relpath!r}; every file needs a group")
     return match.group(1) if match.groups() else match.group(0)
 
 
@@ -101,12 +103,12 @@ def split_groups(groups: Sequence[str], val_fraction: float, seed: int = 0,
         ValueError: ``val_fraction`` out of range, or a validation set is requested from one group.
     """
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        raise DataError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
     order = _shuffled_groups(groups, seed)
     if val_fraction == 0.0:
         return list(range(len(groups))), []
     if len(order) < 2:
-        raise ValueError(f"cannot hold out a validation set: all {len(groups)} records share one group "
+        raise DataError(f"cannot hold out a validation set: all {len(groups)} records share one group "
                          f"({order[:1]}); check data.group_regex or give data.val_root")
     if labels is not None:
         val_groups: set[str] = set()
@@ -118,7 +120,7 @@ def split_groups(groups: Sequence[str], val_fraction: float, seed: int = 0,
             n = min(len(members) - 1, max(1, round(val_fraction * len(members))))
             val_groups.update(_stratum_order(members, seed, label)[:n])
         if not val_groups:
-            raise ValueError("cannot hold out a stratified validation set: no class has two groups")
+            raise DataError("cannot hold out a stratified validation set: no class has two groups")
     else:
         n_val = min(len(order) - 1, max(1, round(val_fraction * len(order))))
         val_groups = set(order[:n_val])
@@ -143,12 +145,12 @@ def kfold_split(groups: Sequence[str], fold: int, num_folds: int, seed: int = 0,
         ValueError: bad ``fold`` / ``num_folds`` or fewer groups than folds.
     """
     if num_folds < 2:
-        raise ValueError(f"data.num_folds must be >= 2, got {num_folds}")
+        raise DataError(f"data.num_folds must be >= 2, got {num_folds}")
     if not 0 <= fold < num_folds:
-        raise ValueError(f"data.fold must be in [0, {num_folds}), got {fold}")
+        raise DataError(f"data.fold must be in [0, {num_folds}), got {fold}")
     order = _shuffled_groups(groups, seed)
     if len(order) < num_folds:
-        raise ValueError(f"{num_folds} folds need at least {num_folds} groups, found {len(order)}")
+        raise DataError(f"{num_folds} folds need at least {num_folds} groups, found {len(order)}")
     if labels is not None:
         order = [g for label, members in _strata(groups, labels).items()
                  for g in _stratum_order(members, seed, label)]
@@ -178,7 +180,7 @@ def subsample_groups(indices: Sequence[int], groups: Sequence[str], fraction: fl
         Sorted kept indices.
     """
     if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
+        raise DataError(f"label fraction must be in (0, 1], got {fraction}")
     if fraction == 1.0 or not indices:
         return sorted(indices)
     by_group: dict[str, list[int]] = {}

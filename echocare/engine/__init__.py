@@ -9,7 +9,14 @@ selection, optimizer groups, lr schedules, logging and run figures. Generic: it 
 from echocare.engine.checkpoint import CheckpointManager
 from echocare.engine.optim import build_optimizer, build_param_groups
 from echocare.engine.schedule import build_scheduler, lr_factor
-from echocare.engine.state import ConfigChangedError, FitResult, NonFiniteLossError, TrainState
+from echocare.engine.state import (
+    ConfigChangedError,
+    FitResult,
+    NonFiniteLossError,
+    NonFiniteWeightsError,
+    TrainState,
+    check_finite_weights,
+)
 from echocare.engine.trainer import Trainer
 
 __all__ = [
@@ -17,10 +24,12 @@ __all__ = [
     "ConfigChangedError",
     "FitResult",
     "NonFiniteLossError",
+    "NonFiniteWeightsError",
     "TrainState",
     "Trainer",
     "build_optimizer",
     "build_param_groups",
     "build_scheduler",
+    "check_finite_weights",
     "lr_factor",
 ]

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from echocare.engine.state_io import capture_rng, load_state, restore_rng, save_state
+from echocare.engine.state_io import CheckpointError, capture_rng, load_state, restore_rng, save_state
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +238,8 @@ class CheckpointManager:
 
         Raises:
             FileNotFoundError: ``path`` is not a complete checkpoint.
-            ValueError: ``path`` was written in the old pickled layout, or a file in it is malformed.
+            CheckpointError: ``path`` was written in the old pickled layout, or a file in it is malformed
+                (a ``ValueError``).
         """
         path = Path(path)
         if not is_complete(path):
@@ -246,7 +247,7 @@ class CheckpointManager:
         state = _read_json(path / STATE_FILE)
         if state.get("format") != FORMAT:
             pickles = sorted(p.name for p in path.iterdir() if p.suffix in (".pkl", ".bin", ".pt"))
-            raise ValueError(f"{path} was written by an older echocare in accelerate's pickled layout "
+            raise CheckpointError(f"{path} was written by an older echocare in accelerate's pickled layout "
                              f"({', '.join(pickles) or 'no format tag'}); echocare never unpickles, so it cannot "
                              "resume from it (export its model.safetensors, or start a fresh run)")
         _load_training_state(accelerator, path)
@@ -270,7 +271,7 @@ def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
+        raise CheckpointError(f"{path}: not valid JSON ({err})") from err
 
 
 def _deepspeed_engine(accelerator, model):
@@ -323,9 +324,9 @@ def _load_training_state(accelerator, folder: Path) -> None:
         try:
             load_model(accelerator.unwrap_model(model), str(file), strict=True, device=str(accelerator.device))
         except (OSError, RuntimeError, ValueError) as err:
-            raise ValueError(f"{file}: cannot restore the model from it ({err})") from err
+            raise CheckpointError(f"{file}: cannot restore the model from it ({err})") from err
         except Exception as err:  # safetensors' own SafetensorError (malformed header)
-            raise ValueError(f"{file}: not a readable safetensors file ({err})") from err
+            raise CheckpointError(f"{file}: not a readable safetensors file ({err})") from err
     if not deepspeed_used:
         for i, opt in enumerate(accelerator._optimizers):
             opt.load_state_dict(load_state(folder / f"optimizer_{i}"))
@@ -371,7 +372,7 @@ class _WeightsOnlyCheckpointEngine:
             with torch.serialization.safe_globals(_deepspeed_safe_globals()):
                 return torch.load(path, map_location=map_location, weights_only=True)
         except Exception as err:  # weights_only refuses anything not allow-listed: UnpicklingError
-            raise ValueError(f"{path}: refused to load DeepSpeed state with weights_only=True ({err})") from err
+            raise CheckpointError(f"{path}: refused to load DeepSpeed state with weights_only=True ({err})") from err
 
 
 def _safe_deepspeed_load(engine, folder: Path, tag: str) -> None:
@@ -383,4 +384,4 @@ def _safe_deepspeed_load(engine, folder: Path, tag: str) -> None:
     finally:
         engine.checkpoint_engine = original
     if load_path is None:
-        raise ValueError(f"{folder}: no DeepSpeed checkpoint with tag {tag!r}")
+        raise CheckpointError(f"{folder}: no DeepSpeed checkpoint with tag {tag!r}")

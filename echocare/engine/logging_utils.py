@@ -63,6 +63,27 @@ class MetricsLogger:
             logger.info("metrics.jsonl: dropped %d line(s) after resumed step %d", dropped, step)
         return dropped
 
+    def set_aside(self) -> Path | None:
+        """A fresh start (no checkpoint to resume): move an old ``metrics.jsonl`` out of the way.
+
+        Lines of an earlier attempt that died before its first checkpoint would otherwise stay in front
+        of the new run's lines, so every step would appear twice. The old file is renamed (never deleted)
+        to ``metrics.jsonl.N``, N = 1, 2, ... the first free number (so higher numbers are newer attempts).
+
+        Returns:
+            The new name of the old file, or None when there was none (or this is not the main process).
+        """
+        if not self.enabled or not self.path.is_file() or self.path.stat().st_size == 0:
+            return None
+        n = 1
+        while self.path.with_name(f"{self.path.name}.{n}").exists():
+            n += 1
+        target = self.path.with_name(f"{self.path.name}.{n}")
+        self.path.replace(target)
+        logger.warning("fresh start in a run directory with an old metrics.jsonl (an earlier attempt without a "
+                       "checkpoint): moved it to %s", target)
+        return target
+
     def log(self, step: int, values: dict[str, Any]) -> None:
         """Write ``{"step": step, **values}``."""
         if not self.enabled:

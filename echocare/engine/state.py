@@ -29,18 +29,23 @@ from torch import nn
 
 from echocare.config import config_to_dict
 from echocare.engine.logging_utils import MetricsLogger
+from echocare.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["BEST_FILE", "RESUME_SAFE_KEYS", "ConfigChangedError", "Evaluation", "FitResult", "FitSession",
-           "NonFiniteLossError", "StepWindow", "TrainState", "changed_keys", "check_resume_config", "config_hash",
-           "flatten_config"]
+           "NonFiniteLossError", "NonFiniteWeightsError", "StepWindow", "TrainState", "changed_keys",
+           "check_finite_weights", "check_resume_config", "config_hash", "flatten_config"]
 
-class NonFiniteLossError(RuntimeError):
-    """Too many consecutive optimizer steps had a non-finite loss."""
+class NonFiniteLossError(UserError, RuntimeError):
+    """Too many consecutive optimizer steps had a non-finite loss or gradient norm."""
 
 
-class ConfigChangedError(ValueError):
+class NonFiniteWeightsError(UserError, RuntimeError):
+    """Weights to be checkpointed or exported hold NaN or infinite values."""
+
+
+class ConfigChangedError(UserError, ValueError):
     """Resuming a run whose resolved config differs from the checkpoint's."""
 
 
@@ -51,6 +56,27 @@ RESUME_SAFE_KEYS = frozenset({
     "train.tensorboard", "train.max_nonfinite", "train.allow_config_change", "data.num_workers", "eval.batch_size",
 })
 BEST_FILE = "best.safetensors"
+
+
+def check_finite_weights(tensors: Iterable[tuple[str, Any]], what: str) -> None:
+    """Refuse weights that hold NaN or +-inf (an overflowed run must not be checkpointed or exported).
+
+    Args:
+        tensors: ``(name, tensor)`` pairs, e.g. ``model.named_parameters()`` or a state dict's ``items()``.
+        what: What was about to be written (named in the error).
+
+    Raises:
+        NonFiniteWeightsError: naming up to three offending tensors and how many there are.
+    """
+    import torch
+
+    bad = [name for name, t in tensors
+           if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise NonFiniteWeightsError(
+            f"refusing to write {what}: {len(bad)} tensor(s) hold NaN or infinite values ({', '.join(bad[:3])}"
+            f"{more}); the run diverged: resume from an earlier checkpoint with a lower optim.lr or optim.clip_grad")
 
 
 def flatten_config(config: Any) -> dict[str, Any]:
@@ -78,6 +104,7 @@ class FitResult:
     Attributes:
         step: Optimizer steps taken in total (including before a resume).
         interrupted: Stopped early by SIGTERM/SIGINT (a checkpoint was written).
+        stop_signal: The signal that stopped the run (``signal.SIGTERM`` / ``signal.SIGINT``), or None.
         nonfinite_skipped: Optimizer steps skipped because a loss was non-finite.
         last_checkpoint: Newest checkpoint directory, if any.
         last_metrics: The last metrics.jsonl record written.
@@ -88,6 +115,7 @@ class FitResult:
 
     step: int
     interrupted: bool = False
+    stop_signal: int | None = None
     nonfinite_skipped: int = 0
     last_checkpoint: Path | None = None
     last_metrics: dict = field(default_factory=dict)

@@ -26,7 +26,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-__all__ = ["capture_rng", "decode_state", "encode_state", "load_state", "restore_rng", "save_state"]
+from echocare.errors import UserError
+
+__all__ = ["CheckpointError", "capture_rng", "decode_state", "encode_state", "load_state", "restore_rng", "save_state"]
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint cannot be resumed: malformed file, old pickled layout, weights that do not fit."""
 
 _MARKERS = ("__tensor__", "__tuple__", "__items__", "__ndarray__", "__float__")
 
@@ -79,7 +85,7 @@ def decode_state(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if "__tensor__" in obj:
         key = obj["__tensor__"]
         if key not in tensors:
-            raise ValueError(f"checkpoint state refers to tensor {key!r}, which its .safetensors file lacks")
+            raise CheckpointError(f"checkpoint state refers to tensor {key!r}, which its .safetensors file lacks")
         return tensors[key]
     if "__tuple__" in obj:
         return tuple(decode_state(v, tensors) for v in obj["__tuple__"])
@@ -89,7 +95,7 @@ def decode_state(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
         return np.asarray(obj["__ndarray__"], dtype=np.dtype(str(obj["dtype"])))
     if "__float__" in obj:
         if obj["__float__"] not in ("nan", "inf", "-inf"):
-            raise ValueError(f"checkpoint state holds a malformed float {obj['__float__']!r}")
+            raise CheckpointError(f"checkpoint state holds a malformed float {obj['__float__']!r}")
         return float(obj["__float__"])
     return {k: decode_state(v, tensors) for k, v in obj.items()}
 
@@ -124,14 +130,14 @@ def load_state(path_stem: str | Path, device: str | torch.device = "cpu") -> Any
     try:
         skeleton = json.loads(stem.with_suffix(".json").read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"{stem.with_suffix('.json')}: not valid JSON ({err})") from err
+        raise CheckpointError(f"{stem.with_suffix('.json')}: not valid JSON ({err})") from err
     tensor_file = stem.with_suffix(".safetensors")
     tensors: dict[str, torch.Tensor] = {}
     if tensor_file.is_file():
         try:
             tensors = load_file(str(tensor_file), device=str(device))
         except Exception as err:  # safetensors raises its own SafetensorError for any malformed file
-            raise ValueError(f"{tensor_file}: not a readable safetensors file ({err})") from err
+            raise CheckpointError(f"{tensor_file}: not a readable safetensors file ({err})") from err
     return decode_state(skeleton, tensors)
 
 
@@ -161,4 +167,4 @@ def restore_rng(state: dict[str, Any]) -> None:
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.to(torch.uint8) for s in state["cuda"]])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"checkpoint RNG state is malformed: {err}") from err
+        raise CheckpointError(f"checkpoint RNG state is malformed: {err}") from err

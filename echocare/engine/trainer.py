@@ -38,7 +38,8 @@ check on resume are described in :mod:`echocare.engine.state`.
 
 ``Trainer`` owns accelerate (single process, DDP, DeepSpeed ZeRO-1/2), the
 optimizer and per-step warmup+cosine schedule, gradient accumulation and
-clipping, bf16 autocast, the non-finite loss guard, checkpoint/resume (see
+clipping, bf16 autocast, the non-finite guard (a step whose loss or gradient norm is NaN/inf is skipped and
+counted; weights with NaN/inf are never checkpointed), checkpoint/resume (see
 :mod:`echocare.engine.checkpoint`), ``metrics.jsonl`` + TensorBoard + tqdm,
 and the loss-curve / panel PNGs in the run directory.
 """
@@ -47,6 +48,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -77,6 +79,7 @@ from echocare.engine.state import (
     NonFiniteLossError,
     StepWindow,
     TrainState,
+    check_finite_weights,
     check_resume_config,
     config_hash,
     flatten_config,
@@ -186,6 +189,11 @@ class Trainer:
             with catch_stop_signals(self._stop):
                 self._loop(session)
         finally:
+            if session.iterator is not None and hasattr(session.iterator, "close"):
+                # shut the loader's worker processes down now: they ignore SIGTERM/SIGINT, so left to the
+                # interpreter's exit (multiprocessing terminates, then joins daemonic children) they would hang it
+                session.iterator.close()
+                session.iterator = None
             session.metrics.close()
             if session.progress is not None:
                 session.progress.close()
@@ -234,6 +242,8 @@ class Trainer:
         metrics = MetricsLogger(self.run_dir, enabled=self.is_main, tensorboard=tc.tensorboard)
         if ckpt_path is not None:
             metrics.truncate_after(state.step)
+        else:
+            metrics.set_aside()  # each step once: an earlier attempt's lines are kept in metrics.jsonl.N
         best = self.run_dir / BEST_FILE
         result = FitResult(step=state.step, nonfinite_skipped=state.nonfinite_skipped, best_value=state.best_value,
                            best_step=state.best_step, best_weights=best if state.best_step is not None else None)
@@ -247,7 +257,10 @@ class Trainer:
         s.model.train()
         while s.state.step < tc.max_steps:
             if not self._accumulate(s):
-                self._skip_step(s)
+                self._skip_step(s, "loss")
+                continue
+            if not self._grad_norm_finite(s):
+                self._skip_step(s, "gradient norm")
                 continue
             self._optimizer_step(s)
             step = s.state.step
@@ -262,6 +275,7 @@ class Trainer:
                 s.result.last_checkpoint = self._save(s, step)
             if stop:
                 s.result.interrupted = True
+                s.result.stop_signal = self._stop.signal or signal.SIGTERM  # another rank got it first
                 logger.warning("stopped by signal at step %d; resume with --resume auto", step)
                 break
 
@@ -314,26 +328,44 @@ class Trainer:
             window.sums[name] = window.sums.get(name, 0.0) + value
         window.n += 1
 
-    def _skip_step(self, s: FitSession) -> None:
-        """Drop the gradients of a step with a non-finite loss; abort after too many in a row."""
+    def _skip_step(self, s: FitSession, what: str) -> None:
+        """Drop the gradients of a step with a non-finite loss or gradient norm; abort after too many in a row."""
         s.optimizer.zero_grad(set_to_none=True)
         s.state.nonfinite_skipped += 1
         s.consecutive_bad += 1
         s.result.nonfinite_skipped = s.state.nonfinite_skipped
         if s.consecutive_bad >= self.train_cfg.max_nonfinite:
             raise NonFiniteLossError(
-                f"{s.consecutive_bad} consecutive optimizer steps had a non-finite loss (last at step "
-                f"{s.state.step}, lr {max(s.scheduler.get_last_lr()):.3g}); lower optim.lr, enable "
-                "optim.clip_grad, or check the data (see the warnings above for batch keys)"
+                f"{s.consecutive_bad} consecutive optimizer steps had a non-finite loss or gradient norm (the "
+                f"last: {what}, at step {s.state.step}, lr {max(s.scheduler.get_last_lr()):.3g}); lower optim.lr, "
+                "enable optim.clip_grad, or check the data (see the warnings above for batch keys)"
             )
 
-    def _optimizer_step(self, s: FitSession) -> None:
-        """Clip, step optimizer and schedule, count the step."""
+    def _grad_norm_finite(self, s: FitSession) -> bool:
+        """Clip (``optim.clip_grad``; without it only measure) and check the total gradient norm.
+
+        Under fp16 the grad scaler already skips steps with overflowed gradients (that is how loss scaling
+        works), and DeepSpeed clips and checks inside its own step; both are left to themselves.
+        """
         oc, acc = self.optim_cfg, self.accelerator
+        s.grad_norm = None
+        if not acc.sync_gradients or acc.state.deepspeed_plugin is not None:
+            return True
+        if not oc.clip_grad and acc.scaler is not None:
+            return True
+        s.grad_norm = acc.clip_grad_norm_(s.model.parameters(), oc.clip_grad or float("inf"))
+        if acc.scaler is not None or s.grad_norm is None:
+            return True
+        norm = torch.as_tensor(s.grad_norm).detach().float()
+        if self._any(not bool(torch.isfinite(norm).all())):
+            logger.warning("non-finite gradient norm at step %d (%s): step skipped", s.state.step, float(norm))
+            return False
+        return True
+
+    def _optimizer_step(self, s: FitSession) -> None:
+        """Step optimizer and schedule (gradients already clipped), count the step."""
         s.consecutive_bad = 0
         s.lr = float(max(s.scheduler.get_last_lr()))  # the unscaled lr (layer decay only lowers groups)
-        if oc.clip_grad and acc.sync_gradients:
-            s.grad_norm = acc.clip_grad_norm_(s.model.parameters(), oc.clip_grad)
         s.optimizer.step()
         s.scheduler.step()
         s.optimizer.zero_grad(set_to_none=True)
@@ -408,6 +440,7 @@ class Trainer:
         path = self.run_dir / BEST_FILE
         tmp = path.with_name(path.name + ".tmp")
         state = {k: v.detach().to("cpu").clone().contiguous() for k, v in s.task.state_dict().items()}
+        check_finite_weights(state.items(), str(path))
         save_file(state, str(tmp), {"format": "pt", "step": str(s.state.step)})
         tmp.replace(path)
         return path
@@ -434,6 +467,8 @@ class Trainer:
             task.train(was_training)
 
     def _save(self, s: FitSession, step: int) -> Path:
+        if zero_stage(self.accelerator) < 3:  # ZeRO-3 holds partitions only; its consolidated copy is not checked
+            check_finite_weights(s.task.state_dict().items(), f"checkpoint step {step}")
         loader_state = s.data.state_dict() if hasattr(s.data, "state_dict") else None
         trainer_state = {k: v for k, v in s.state.to_dict().items() if k != "step"}
         if self.config_flat is not None:

@@ -11,6 +11,7 @@ from typing import Any
 from echocare.config import config_from_dict, config_to_yaml, load_config
 from echocare.config.finetune import FinetuneConfig
 from echocare.data.labeled import scan_dataset
+from echocare.errors import DataError
 from echocare.jobs.finetune import bind_task, evaluate_and_save, make_dataset, prepare_data, scan_options, write_json
 from echocare.tasks.finetune import load_finetuned
 from echocare.tasks.finetune.evaluation import headline
@@ -54,10 +55,10 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | None = None, overrid
     if data:
         scanned = scan_dataset(spec.scan, data, scan_options(cfg, names, len(names)), spec.name)
         if scanned.num_outputs != len(names):
-            raise ValueError(f"{data}: {scanned.num_outputs} {spec.name} outputs ({scanned.class_names}) but the "
+            raise DataError(f"{data}: {scanned.num_outputs} {spec.name} outputs ({scanned.class_names}) but the "
                              f"model was trained for {len(names)} ({names})")
         if spec.names_must_match and scanned.class_names != names:
-            raise ValueError(f"{data}: output names {scanned.class_names} differ from the model's {names}")
+            raise DataError(f"{data}: output names {scanned.class_names} differ from the model's {names}")
         records, split = scanned.records, "all"
     else:
         prepared = prepare_data(cfg)

@@ -39,6 +39,8 @@ from safetensors.torch import save_file
 from echocare import __version__
 from echocare.catalog.model_card import export_model_card
 from echocare.engine.checkpoint import is_complete
+from echocare.engine.state import check_finite_weights
+from echocare.errors import DataError
 from echocare.models.encoder import EchoCareSwin
 from echocare.models.hub import (
     ENCODER_FORMAT,
@@ -127,7 +129,7 @@ def _load_config(path: Path | None) -> dict[str, Any]:
         return {}
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: resolved config is not a mapping")
+        raise DataError(f"{path}: resolved config is not a mapping")
     return data
 
 
@@ -170,6 +172,8 @@ def _build_encoder(state: dict[str, torch.Tensor], config: dict[str, Any], where
             arch = ENCODER_SPECS[resolve_model_name(str(model_cfg["name"]))].timm_architecture
         except (KeyError, ValueError):  # no / foreign model name: pick the stock name by block layout
             arch = timm_architecture_for(args)
+    if own:  # the file's own metadata is untrusted input too: refused when it asks for anything odd
+        check_backbone_args(arch, own, where=str(where))
     check_backbone_args(arch, args, where=str(where))
     encoder = EchoCareSwin(timm_architecture=arch, num_classes=0, **args)
     load_encoder_state(encoder, state, f"{where}: encoder tensors do not fit the inferred architecture {args}")
@@ -197,10 +201,11 @@ def export_encoder(src: str | Path, out: str | Path, full: bool = False) -> Path
         FileNotFoundError: missing source or no model weights in it.
         ValueError: the weights hold no (or several) Swin encoders, or do not fit a Swin;
             ``WeightsFileError`` (a ValueError) for a pickled-object, truncated or refused file.
+        NonFiniteWeightsError: the weights hold NaN or infinite values.
     """
     out = Path(out)
     if out.suffix != ".safetensors":
-        raise ValueError(f"export target {out} must end in .safetensors")
+        raise DataError(f"export target {out} must end in .safetensors")
     weights, config_path = resolve_checkpoint(src)
     state, raw_meta = read_weights(weights)
     file_meta = decode_metadata(raw_meta, weights)
@@ -216,12 +221,13 @@ def export_encoder(src: str | Path, out: str | Path, full: bool = False) -> Path
     _check_stock_timm(encoder, stock)
     if full:
         if not enc_prefix.endswith("encoder."):
-            raise ValueError(f"{weights}: --full needs a pretraining model (encoder under '*encoder.'), "
+            raise DataError(f"{weights}: --full needs a pretraining model (encoder under '*encoder.'), "
                              f"found the encoder under {enc_prefix!r}")
         model_prefix = enc_prefix[: -len("encoder.")]
         tensors = {k[len(model_prefix):]: v for k, v in state.items() if k.startswith(model_prefix)}
     else:
         tensors = stock
+    check_finite_weights(tensors.items(), f"an export of {weights}")  # a diverged run is not exported
     names, onto_hash = _ontology_meta(config, run_dir)
     metadata = {
         "format": FULL_FORMAT if full else ENCODER_FORMAT,

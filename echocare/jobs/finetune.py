@@ -25,6 +25,8 @@ from echocare.config.finetune import FinetuneConfig
 from echocare.data.labeled import EpochLoader, LabeledDataset, LabeledSet, ScanOptions, scan_dataset, steps_per_epoch
 from echocare.data.splits import group_key, subsample_groups, train_val_split
 from echocare.engine.trainer import Trainer
+from echocare.errors import DataError
+from echocare.jobs.preflight import check_model_name, check_resume
 from echocare.metrics import flatten_metrics
 from echocare.metrics.jsonsafe import dumps_strict
 from echocare.tasks.finetune import FinetuneTask, build_backbone, build_finetune_model, save_finetuned
@@ -70,7 +72,8 @@ def scan_options(cfg: FinetuneConfig, classes: list[str] | None = None,
     return ScanOptions(csv=d.csv, annotations=d.annotations, images_dir=d.images_dir, masks_dir=d.masks_dir,
                        path_column=d.path_column, label_column=d.label_column, group_column=d.group_column,
                        value_columns=list(d.value_columns), classes=list(classes if classes is not None else d.classes),
-                       num_classes=num_classes if num_classes is not None else d.num_classes, clip_len=d.clip_len,
+                       num_classes=num_classes if num_classes is not None else d.num_classes,
+                       positive_class=d.positive_class, clip_len=d.clip_len,
                        clip_stride=d.clip_stride, verify=d.verify)
 
 
@@ -78,6 +81,8 @@ def prepare_data(cfg: FinetuneConfig, scanned: LabeledSet | None = None) -> Prep
     """Scan ``data.root`` (or reuse ``scanned``) and split it (group-aware; k-fold; ``data.val_root``)."""
     spec = get_task(cfg.task)
     d = cfg.data
+    if d.positive_class is not None and spec.class_of is None:
+        raise ConfigError(f"data.positive_class is for binary classification tasks; {spec.name} has no classes")
     full = scanned if scanned is not None else scan_dataset(spec.scan, d.root, scan_options(cfg), spec.name)
     groups = [group_key(r.path, d.group_regex, r.group) for r in full.records]
     labels = [spec.class_of(r) for r in full.records] if spec.class_of is not None else None  # stratify
@@ -89,7 +94,7 @@ def prepare_data(cfg: FinetuneConfig, scanned: LabeledSet | None = None) -> Prep
         train_idx, val_idx = train_val_split(groups, d.val_fraction, d.split_seed, d.fold, d.num_folds, labels)
     train_idx = subsample_groups(train_idx, groups, d.train_fraction, d.split_seed, labels)
     if not train_idx:
-        raise ValueError(f"{d.root}: the training split is empty; lower data.val_fraction or add data")
+        raise DataError(f"{d.root}: the training split is empty; lower data.val_fraction or add data")
     return PreparedData(full, val, train_idx, val_idx, groups)
 
 
@@ -219,31 +224,42 @@ def run_finetune(cfg: FinetuneConfig, output_dir: str | Path, resume: str | Path
         scanned: A pre-scanned ``LabeledSet`` of ``data.root`` (protocol runs reuse one scan).
 
     Returns:
-        The metrics.json content on the main process (``{}`` on other ranks).
+        The metrics.json content on the main process (``{}`` on other ranks); when a signal stopped the run
+        (a checkpoint was written, nothing else) ``{"task", "step", "interrupted": True, "stop_signal"}`` on
+        every rank.
     """
     spec = get_task(cfg.task)
     out = Path(output_dir)
     data = prepare_data(cfg, scanned)  # data errors surface before accelerate is initialised
     cfg = copy.deepcopy(cfg)
     cfg.train.max_steps = resolve_budget(cfg, len(data.train_idx), int(os.environ.get("WORLD_SIZE", "1")))
+    m = cfg.model
+    check_model_name(m.name)  # user errors before anything (a tokenizer, the Trainer) writes into the run dir
+    check_resume(out, resume)
     train_records = [data.train.records[i] for i in data.train_idx]
     spec, task_state = bind_task(spec, cfg, out, train_records, resume=resume is not None)  # e.g. a tokenizer
     weights = _sampling_weights(spec, cfg, train_records)
     metric, lower = _selection(spec, cfg)
     if cfg.train.eval_every and not data.val_idx:
         raise ConfigError("train.eval_every > 0 needs a validation split (data.val_fraction > 0 or data.val_root)")
+    head_args = _head_args(spec, cfg, data)
+    use_backbone = needs_backbone(spec, head_args)  # False for heads that read the input directly (3D CNNs)
+
+    def encoder():
+        return build_backbone(m.init, m.name, m.img_size, m.patch_size, m.window_size, m.drop_path_rate,
+                              m.embed_dim, m.depths, m.num_heads)
+
+    # a weights file is read (and refused if it is a pickle, truncated, ...) before anything is written;
+    # a random encoder is built after the Trainer has seeded every RNG
+    backbone = encoder() if use_backbone and m.init != "random" else None
     trainer = Trainer(cfg.train, cfg.optim, out, config=cfg)
     train_ds = make_dataset(spec, cfg, train_records, train=True)
     val_ds = make_dataset(spec, cfg, [data.val.records[i] for i in data.val_idx])
     if trainer.is_main:
         write_json(out / "data_report.json", data.report())
-    m = cfg.model
-    head_args = _head_args(spec, cfg, data)
-    backbone = None
-    if needs_backbone(spec, head_args):
-        backbone = build_backbone(m.init, m.name, m.img_size, m.patch_size, m.window_size, m.drop_path_rate,
-                                  m.embed_dim, m.depths, m.num_heads)
-    elif m.init != "random":
+    if use_backbone and backbone is None:
+        backbone = encoder()
+    elif not use_backbone and m.init != "random":
         logger.warning("model.init=%s is not used: the %s head has no image encoder", m.init, spec.name)
     model = build_finetune_model(backbone, spec, head_args, m.feature_norm, m.linear_probe)
     task = FinetuneTask(model, 1.0 if m.linear_probe else m.layer_decay)
@@ -256,6 +272,10 @@ def run_finetune(cfg: FinetuneConfig, output_dir: str | Path, resume: str | Path
     evaluate = _validator(spec, cfg, val_ds, names, trainer.device, metric) if cfg.train.eval_every else None
     result = trainer.fit(task, loader, resume=resume, evaluate=evaluate, eval_every=cfg.train.eval_every,
                          select_metric=metric if evaluate else None, lower_is_better=lower)
+    if result.interrupted:  # stopped by a signal: checkpointed; metrics.json and model.safetensors come on resume
+        logger.warning("fine-tuning stopped by signal %s at step %d; resume with --resume auto", result.stop_signal,
+                       result.step)
+        return {"task": spec.name, "step": result.step, "interrupted": True, "stop_signal": result.stop_signal}
     summary: dict[str, Any] = {}
     if trainer.is_main:
         summary = {"task": spec.name, "step": result.step, "interrupted": result.interrupted,

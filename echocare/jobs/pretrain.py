@@ -16,7 +16,9 @@ from pathlib import Path
 
 from echocare.config import ConfigError, PretrainConfig
 from echocare.data.loader import PretrainStream, make_pretrain_loader
+from echocare.data.shardlist import expand_shards
 from echocare.engine.trainer import FitResult, Trainer
+from echocare.jobs.preflight import check_model_name, check_resume
 from echocare.models import create_model
 from echocare.ontology import Ontology, load_ontology
 from echocare.tasks.pretrain import PretrainTask
@@ -79,6 +81,9 @@ def run_pretraining(cfg: PretrainConfig, output_dir: str | Path, resume: str | P
     Returns:
         The trainer's :class:`FitResult`.
     """
+    check_model_name(cfg.model.name)  # user errors before the Trainer creates the run directory
+    expand_shards(cfg.data.shards)  # a missing or empty shard directory: one error, nothing written
+    check_resume(output_dir, resume)
     trainer = Trainer(cfg.train, cfg.optim, output_dir, config=cfg)
     task, onto = build_pretrain_task(cfg)
     loader = build_pretrain_loader(cfg, onto, trainer.rank, trainer.world_size)

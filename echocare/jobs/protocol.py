@@ -15,6 +15,7 @@ from typing import Any
 
 from echocare.config.finetune import FinetuneConfig
 from echocare.data.labeled import scan_dataset
+from echocare.errors import DataError
 from echocare.jobs.finetune import run_finetune, scan_options, write_json
 from echocare.metrics import label_efficiency_table, mean_std, plot_label_efficiency
 from echocare.tasks.registry import get_task
@@ -33,13 +34,14 @@ def run_protocol(cfg: FinetuneConfig, output_dir: str | Path, fractions: Sequenc
     ``.json`` and ``OUT/label_efficiency.png``.
 
     Returns:
-        ``{"results": {fraction: {metric: [per-seed values]}}, "summary": ..., "files": [...]}``.
+        ``{"results": {fraction: {metric: [per-seed values]}}, "summary": ..., "files": [...]}``, or
+        ``{"interrupted": True, "stop_signal", "run"}`` when a signal stopped one of the runs.
     """
     spec = get_task(cfg.task)
     out = Path(output_dir)
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not fractions or not seed_list:
-        raise ValueError("protocol needs at least one fraction and one seed")
+        raise DataError("protocol needs at least one fraction and one seed")
     scanned = scan_dataset(spec.scan, cfg.data.root, scan_options(cfg), spec.name)
     results: dict[float, dict[str, list[float]]] = {}
     for frac in sorted(float(f) for f in fractions):
@@ -54,6 +56,8 @@ def run_protocol(cfg: FinetuneConfig, output_dir: str | Path, fractions: Sequenc
                 run_cfg.data.train_fraction = frac
                 run_cfg.train.seed = seed
                 summary = run_finetune(run_cfg, run_dir, resume="auto", scanned=scanned)
+                if summary.get("interrupted"):  # rerunning the protocol resumes this run
+                    return {"interrupted": True, "stop_signal": summary.get("stop_signal"), "run": str(run_dir)}
             for name, value in summary.get("headline", {}).items():
                 results.setdefault(frac, {}).setdefault(name, []).append(float(value))
     if not results:

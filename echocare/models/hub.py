@@ -34,6 +34,7 @@ import torch
 from safetensors import safe_open
 from timm.models.swin_transformer import checkpoint_filter_fn
 
+from echocare.errors import UserError
 from echocare.models.encoder import EchoCareSwin
 from echocare.models.registry import ENCODER_DEFAULTS, ENCODER_SPECS
 
@@ -68,7 +69,7 @@ ARG_LIMITS = {"img_size": 4096, "patch_size": 64, "in_chans": 16, "embed_dim": 2
 MAX_PARAMS = 2_000_000_000
 
 
-class WeightsFileError(ValueError):
+class WeightsFileError(UserError, ValueError):
     """A weights file that is unreadable, not a plain tensor file, or whose metadata is refused."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from echocare.errors import UserError
 
-class OntologyError(ValueError):
+
+class OntologyError(UserError, ValueError):
     """An ontology definition or a label path is invalid.
 
     The message always names the offending node, key or path.

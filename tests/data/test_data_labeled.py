@@ -252,3 +252,27 @@ def test_weighted_epoch_loader_is_balanced_deterministic_and_resumable():
     assert epoch_items(resumed) == first[8:]
     with pytest.raises(ValueError, match="weights must be 40"):
         EpochLoader(Ids(), 4, weights=[1.0] * 3)
+
+
+def test_positive_class_of_a_binary_task_is_chosen_and_logged(tmp_path, caplog):
+    from echocare.errors import DataError
+
+    for folder, classes in (("two", ("benign", "malignant")), ("three", ("benign", "malignant", "normal"))):
+        for c in classes:
+            for i in range(2):
+                _png(tmp_path / folder / c / f"p{i}.png", seed=i)
+    with caplog.at_level("INFO", logger="echocare.data.labeled.scan"):
+        default = scan_dataset(S.scan_classification, tmp_path / "two")
+    assert default.class_names == ["benign", "malignant"]  # today's behaviour: the second in label order
+    assert "positive class 'malignant'" in caplog.text
+    chosen = scan_dataset(S.scan_classification, tmp_path / "two", ScanOptions(positive_class="benign"))
+    assert chosen.class_names == ["malignant", "benign"]
+    assert {r.path: r.target for r in chosen.records}["benign/p0.png"] == 1
+    assert {r.path: r.target for r in chosen.records}["malignant/p0.png"] == 0
+    with pytest.raises(DataError, match="not one of the classes"):
+        scan_dataset(S.scan_classification, tmp_path / "two", ScanOptions(positive_class="cancer"))
+    with pytest.raises(DataError, match="contradicts data.classes"):
+        scan_dataset(S.scan_classification, tmp_path / "two",
+                     ScanOptions(classes=["benign", "malignant"], positive_class="benign"))
+    with pytest.raises(DataError, match="for binary tasks; the data has 3 classes"):
+        scan_dataset(S.scan_classification, tmp_path / "three", ScanOptions(positive_class="benign"))

@@ -203,3 +203,16 @@ def test_export_of_a_standalone_file_uses_its_own_model_args(tmp_path: Path) -> 
         args = json.loads(f.metadata()["model_args"])
     assert args["img_size"] == [64, 64] and args["window_size"] == 4
     assert echocare.load_backbone(out).patch_embed.img_size == (64, 64)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_export_refuses_nonfinite_weights(tmp_path: Path, value: float) -> None:
+    from echocare.engine import NonFiniteWeightsError
+
+    model = _model()
+    with torch.no_grad():
+        model.encoder.layers[0].blocks[0].mlp.fc1.weight[0, 0] = value
+    run = _write_run(tmp_path / "run", model)
+    with pytest.raises(NonFiniteWeightsError, match=r"1 tensor\(s\) hold NaN or infinite values \(layers.0.blocks.0"):
+        export_encoder(run, tmp_path / "enc.safetensors")
+    assert not (tmp_path / "enc.safetensors").exists()

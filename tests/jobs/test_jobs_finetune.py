@@ -60,3 +60,17 @@ def test_balanced_needs_classes_and_eval_needs_a_split(tmp_path):
     with pytest.raises(ConfigError, match="train.eval_every > 0 needs a validation split"):
         run_finetune(_cfg(seg, "task=segmentation", "data.val_fraction=0", "train.eval_every=1",
                           "train.max_steps=1"), tmp_path / "r2")
+
+
+def test_positive_class_reaches_the_scan_and_is_refused_for_tasks_without_classes(cls_root, tmp_path):
+    from echocare.jobs.finetune import prepare_data
+
+    two = ["data.classes=a4c,liver"]  # the example has three classes; other labels are skipped
+    assert prepare_data(_cfg(cls_root, *two)).train.class_names == ["a4c", "liver"]
+    with pytest.raises(ValueError, match="contradicts data.classes"):
+        prepare_data(_cfg(cls_root, *two, "data.positive_class=a4c"))
+    assert prepare_data(_cfg(cls_root, *two, "data.positive_class=liver")).train.class_names == ["a4c", "liver"]
+    with pytest.raises(ValueError, match="for binary tasks; the data has 3 classes"):
+        prepare_data(_cfg(cls_root, "data.positive_class=liver"))
+    with pytest.raises(ConfigError, match="data.positive_class is for binary classification"):
+        prepare_data(_cfg(tmp_path, "task=segmentation", "data.positive_class=a"))

@@ -23,6 +23,7 @@ from echocare.data.labeled.media import load_gray, resize_image
 from echocare.data.labeled.readers import ReadContext
 from echocare.data.labeled.records import IMAGE_SUFFIXES, Record, SkipReport
 from echocare.data.labeled.scan import Scanned, ScanOptions
+from echocare.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def scan_enhancement(root: str | Path, low_dir: str = "low", high_dir: str = "hi
     skips = SkipReport()
     lows, highs = _images(low, root, skips, verify), _images(high, root, skips, verify)
     if not lows or not highs:
-        raise ValueError(f"{root}: enhancement needs low and high images; found {len(lows)} low and "
+        raise DataError(f"{root}: enhancement needs low and high images; found {len(lows)} low and "
                          f"{len(highs)} high ({skips.count} skipped: {skips.by_reason()})")
     pairs = [(lows[s], highs[s]) for s in sorted(lows) if s in highs]
     low_only = [lows[s] for s in sorted(lows) if s not in highs]

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from echocare.data.labeled.records import frame_files, is_video_file
 from echocare.data.sources import SourceError, read_image
+from echocare.errors import DataError
 
 __all__ = ["check_mask_values", "count_frames", "is_binary_255", "load_frames", "load_gray", "load_mask",
            "resize_image", "resize_mask", "to_unit_gray"]
@@ -112,7 +113,7 @@ def check_mask_values(values: Mapping[str, set[int]], num_classes: int | None) -
     if bad:
         where = [name for name, v in ids.items() if any(x in v for x in bad)]
         shown = ", ".join(map(str, bad[:20])) + (f", ... ({len(bad)} values)" if len(bad) > 20 else "")
-        raise ValueError(f"masks hold values {shown} {why}: {len(where)} mask(s), e.g. {', '.join(where[:3])}; "
+        raise DataError(f"masks hold values {shown} {why}: {len(where)} mask(s), e.g. {', '.join(where[:3])}; "
                          "masks must store class ids (binary masks may be stored 0/1 or 0/255)")
     return num_classes if num_classes is not None else max(2, max(seen, default=0) + 1)
 

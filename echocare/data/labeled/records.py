@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from echocare.errors import DataError
+
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -102,7 +104,7 @@ def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         dialect = csv.excel
     reader = csv.DictReader(text.splitlines(), dialect=dialect)
     if not reader.fieldnames:
-        raise ValueError(f"{path}: CSV has no header row")
+        raise DataError(f"{path}: CSV has no header row")
     header = [h.strip() for h in reader.fieldnames]
     rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
     return header, rows
@@ -114,13 +116,13 @@ def pick_column(header: list[str], wanted: str | None, candidates: tuple[str, ..
     lower = {h.lower(): h for h in header}
     if wanted:
         if wanted not in header and wanted.lower() not in lower:
-            raise ValueError(f"{path}: no {what} column {wanted!r}; columns are {header}")
+            raise DataError(f"{path}: no {what} column {wanted!r}; columns are {header}")
         return wanted if wanted in header else lower[wanted.lower()]
     for c in candidates:
         if c in lower:
             return lower[c]
     if required:
-        raise ValueError(f"{path}: no {what} column (expected one of {list(candidates)}); columns are {header}")
+        raise DataError(f"{path}: no {what} column (expected one of {list(candidates)}); columns are {header}")
     return None
 
 
@@ -159,7 +161,7 @@ def class_folders(root: Path, video: bool, skips: SkipReport) -> tuple[list[tupl
         raise FileNotFoundError(f"data.root {root} is not a directory")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
-        raise ValueError(f"{root}: no class folders found (expected ROOT/<class>/<files>)")
+        raise DataError(f"{root}: no class folders found (expected ROOT/<class>/<files>)")
     pairs: list[tuple[str, str]] = []
     for name in classes:
         folder = root / name
@@ -222,10 +224,10 @@ def load_coco(path: Path, root: Path, skips: SkipReport) -> tuple[list[Record], 
     try:
         coco = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a readable COCO JSON file: {err}") from err
+        raise DataError(f"{path}: not a readable COCO JSON file: {err}") from err
     for key in ("images", "annotations", "categories"):
         if not isinstance(coco.get(key), list):
-            raise ValueError(f"{path}: COCO JSON lacks a '{key}' list")
+            raise DataError(f"{path}: COCO JSON lacks a '{key}' list")
     cats = sorted(coco["categories"], key=lambda c: c["id"])
     label_of = {c["id"]: i for i, c in enumerate(cats)}
     names = [str(c.get("name", c["id"])) for c in cats]
@@ -289,7 +291,7 @@ def numeric_table(csv_path: Path, root: Path, path_column: str | None, group_col
     else:
         cols = [h for h in header if h not in (pcol, gcol)]
     if not cols:
-        raise ValueError(f"{csv_path}: no value columns besides {pcol!r}")
+        raise DataError(f"{csv_path}: no value columns besides {pcol!r}")
     records = []
     for n, row in enumerate(rows, start=2):
         where = f"{csv_path.name}:{n}"

@@ -34,6 +34,7 @@ from echocare.data.labeled.media import load_gray, resize_image
 from echocare.data.labeled.readers import ReadContext
 from echocare.data.labeled.records import IMAGE_SUFFIXES, Record, SkipReport, pick_column, read_csv, resolve_item
 from echocare.data.labeled.scan import Scanned, ScanOptions
+from echocare.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ def scan_reports(root: str | Path, max_images: int = 2, verify: bool = True) -> 
                if not Path(p).is_absolute() else p for p in images]
         records.append(ReportRecord(rel, report.strip(), None if group in (None, "") else str(group)))
     if not records:
-        raise ValueError(f"{path}: no usable reports ({skips.count} skipped: {skips.by_reason()})")
+        raise DataError(f"{path}: no usable reports ({skips.count} skipped: {skips.by_reason()})")
     logger.info("report data %s: %d reports, %d skipped %s", path, len(records), skips.count,
                 skips.by_reason() or "")
     return ReportSet(base, records, skips)

@@ -48,6 +48,7 @@ from echocare.data.labeled.records import (
     resolve_item,
 )
 from echocare.data.sources import SourceError
+from echocare.errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class ScanOptions:
     value_columns: list[str] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
     num_classes: int | None = None
+    positive_class: str | None = None
     clip_len: int = 8
     clip_stride: int | None = None
     verify: bool = True
@@ -133,6 +135,7 @@ def _classification(root: Path, opts: ScanOptions, skips: SkipReport, video: boo
         found, folder_names = class_folders(root, video, skips)
         names = list(opts.classes) if opts.classes else folder_names
         pairs = [(p, lab, None) for p, lab in found]
+    names = _positive_last(names, opts)
     index = {n: i for i, n in enumerate(names)}
     records = []
     for path, label, group in pairs:
@@ -141,6 +144,34 @@ def _classification(root: Path, opts: ScanOptions, skips: SkipReport, video: boo
             continue
         records.append(Record(path, index[label], str(base), group=group))
     return base, records, names
+
+
+def _positive_last(names: list[str], opts: ScanOptions) -> list[str]:
+    """Class order with the positive class of a binary task at index 1 (``data.positive_class``), logged.
+
+    Raises:
+        DataError: ``positive_class`` is set for a task that does not have exactly two classes, is not one of
+            them, or contradicts an explicit ``data.classes`` order.
+    """
+    positive = opts.positive_class
+    if len(names) != 2:
+        if positive is not None:
+            raise DataError(f"data.positive_class={positive!r} is for binary tasks; the data has {len(names)} "
+                            f"classes {names}")
+        return names
+    if positive is None:
+        logger.info("binary classification: positive class %r (index 1; the second in label order - set "
+                    "data.positive_class to choose), negative %r", names[1], names[0])
+        return names
+    if positive not in names:
+        raise DataError(f"data.positive_class={positive!r} is not one of the classes {names}")
+    if opts.classes and list(opts.classes)[1] != positive:
+        raise DataError(f"data.positive_class={positive!r} contradicts data.classes={list(opts.classes)} "
+                        "(the positive class is the second); change one of them")
+    ordered = [n for n in names if n != positive] + [positive]
+    logger.info("binary classification: positive class %r (data.positive_class, index 1), negative %r",
+                positive, ordered[0])
+    return ordered
 
 
 def _segmentation(root: Path, opts: ScanOptions, skips: SkipReport):
@@ -249,7 +280,7 @@ def scan_segmentation(root: Path, opts: ScanOptions, skips: SkipReport) -> Scann
     records, num = _check_masks(records, opts.num_classes, skips)
     names = list(opts.classes) if opts.classes else ["background"] + [str(c) for c in range(1, num)]
     if len(names) != num:
-        raise ValueError(f"data.classes names {len(names)} classes but there are {num} (incl. background)")
+        raise DataError(f"data.classes names {len(names)} classes but there are {num} (incl. background)")
     return Scanned(root, records, names, num, verified=True)
 
 
@@ -278,7 +309,7 @@ def scan_landmarks(root: Path, opts: ScanOptions, skips: SkipReport) -> Scanned:
     """A CSV ``image,x1,y1,x2,y2,...`` (an empty cell = landmark not visible)."""
     csv, base, records, cols, _ = _value_csv(root, opts, skips, "landmarks", allow_nan=True, allow_video=False)
     if len(cols) % 2:
-        raise ValueError(f"{csv}: landmark CSV needs x,y column pairs, got {len(cols)} value columns {cols}")
+        raise DataError(f"{csv}: landmark CSV needs x,y column pairs, got {len(cols)} value columns {cols}")
     records = [Record(r.path, [[r.target[i], r.target[i + 1]] for i in range(0, len(r.target), 2)],
                       r.root, r.group) for r in records]
     names = [re.sub(r"^[xX][_ ]?|[_ ]?[xX]$", "", c) or str(i) for i, c in enumerate(cols[0::2])]
@@ -316,7 +347,7 @@ def scan_dataset(scanner: Scanner, root: str | Path, opts: ScanOptions | None = 
     if opts.verify and not found.temporal and not found.verified:
         records = _verify_images(records, skips)
     if not records:
-        raise ValueError(f"{found.root}: no usable {name or 'labeled'} items ({skips.count} skipped: "
+        raise DataError(f"{found.root}: no usable {name or 'labeled'} items ({skips.count} skipped: "
                          f"{skips.by_reason()})")
     logger.info("%s data %s: %d items, %d outputs, %d skipped %s", name or "labeled", found.root, len(records),
                 found.num_outputs, skips.count, skips.by_reason() or "")

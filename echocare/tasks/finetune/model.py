@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from timm.models import group_parameters
 from torch import nn
 
+from echocare.errors import DataError
 from echocare.models import create_encoder
 from echocare.models.encoder import EchoCareSwin
 from echocare.models.heads import FinetuneModel, create_head, head_uses_backbone
@@ -203,7 +204,7 @@ def load_finetuned(path: str | Path) -> tuple[FinetuneModel, dict[str, Any]]:
         raw = dict(f.metadata() or {})
         state = {k: f.get_tensor(k) for k in f.keys()}
     if raw.get("format") != FINETUNE_FORMAT:
-        raise ValueError(f"{path}: not an echocare fine-tuned model (format {raw.get('format')!r}, "
+        raise DataError(f"{path}: not an echocare fine-tuned model (format {raw.get('format')!r}, "
                          f"expected {FINETUNE_FORMAT!r}); pass a fine-tune run dir or its model.safetensors")
     meta = {k: (json.loads(v) if k not in ("format", "architecture", "task") else v) for k, v in raw.items()}
     no_backbone = meta["architecture"] == NO_BACKBONE
@@ -212,7 +213,7 @@ def load_finetuned(path: str | Path) -> tuple[FinetuneModel, dict[str, Any]]:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise ValueError(f"{path}: weights do not fit the recorded architecture: {err}") from err
+        raise DataError(f"{path}: weights do not fit the recorded architecture: {err}") from err
     model.eval()
     return model, meta
 
