@@ -54,7 +54,9 @@ def _finetune(root, run, steps):
 
 
 def _steps(run):
-    return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    """Steps of the training lines of metrics.jsonl (validation lines, ``val/...``, carry a step too)."""
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["step"] for r in lines if "loss" in r]
 
 
 def _start(argv, log):
