@@ -69,6 +69,7 @@ from echocare.engine.logging_utils import MetricsLogger, make_progress
 from echocare.engine.optim import build_optimizer, build_param_groups
 from echocare.engine.schedule import build_scheduler
 from echocare.engine.signals import StopFlag, catch_stop_signals
+from echocare.engine.threads import configure_threads
 from echocare.engine.state import (
     BEST_FILE,
     Evaluation,
@@ -120,6 +121,7 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.batch_size_key = batch_size_key
+        self.threads = configure_threads()  # intra-op threads = cores available / local processes
         self.accelerator = make_accelerator(train.precision, train.grad_accum, project_dir=str(self.run_dir))
         self.derived = derive_schedule(train, optim, self.accelerator.num_processes)
         self.ckpt = CheckpointManager(self.run_dir / "checkpoints", keep_last=train.keep_last)
