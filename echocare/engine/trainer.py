@@ -207,6 +207,8 @@ class Trainer:
                 raise ValueError(f"train.grad_checkpointing=true but {type(task).__name__} has no "
                                  "set_grad_checkpointing(enable)")
             fn(True)
+        if tc.compile:
+            task.compile()  # in place: parameters, state dict keys and checkpoints are unchanged
         lr_groups = getattr(task, "lr_groups", None)
         groups = build_param_groups(task, oc.weight_decay, lr_groups=lr_groups() if callable(lr_groups) else None)
         optimizer = build_optimizer(groups, self.derived.peak_lr, oc.betas, oc.eps)
