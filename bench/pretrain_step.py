@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", type=int, default=0, metavar="STEPS",
                    help="instead of timing: torch.profiler over STEPS echocare steps per precision, top ops table")
     p.add_argument("--top", type=int, default=15, help="rows of the --profile table")
+    p.add_argument("--peak-tflops", default=None, metavar="fp32=X,bf16=Y",
+                   help="datasheet dense peaks (TFLOP/s): adds an MFU column (achieved / datasheet peak)")
     p.add_argument("--out", type=Path, default=None, help="also write the markdown report here")
     p.add_argument("--trainer-only", default=None, help=argparse.SUPPRESS)  # internal: one precision, JSON out
     return p.parse_args(argv)
@@ -287,22 +289,38 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"`{cmd.strip()}`",
         "",
+        machine_line(),
+        "",
+        "% of peak = achieved / same-run dense mm of the same dtype; MFU = achieved / datasheet peak "
+        "(--peak-tflops; – when not given). echocare options: "
+        f"sdpa={args.sdpa}, compile={args.compile}, fused AdamW={FUSED_ADAMW}.",
+        "",
         f"device `{device}` ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, model `{args.model}` "
         f"(params: {', '.join(f'{k} {v / 1e6:.2f} M' for k, v in params.items())}), img {args.img_size}, "
         f"batch {args.batch}, patch {args.patch_size}, window {args.window_size}, in_chans {args.in_chans}; "
         f"median of {args.steps} steps after {args.warmup} warm-up",
         "",
-        "| impl | precision | step ms | img/s | GFLOP/step | achieved TFLOP/s | mm peak TFLOP/s | % of peak |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| impl | precision | step ms | img/s | GFLOP/step | achieved TFLOP/s | mm peak TFLOP/s | % of peak | MFU |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    datasheet = {k.strip(): float(v) for k, v in (kv.split("=") for kv in args.peak_tflops.split(","))} \
+        if args.peak_tflops else {}
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['impl']} | {r['precision']} | failed: {r['error']} | | | | | |")
+            lines.append(f"| {r['impl']} | {r['precision']} | failed: {r['error']} | | | | | | |")
             continue
         lines.append(f"| {r['impl']} | {r['precision']} | {_fmt(r['ms'])} | {_fmt(r['img_s'], 2)} | "
                      f"{_fmt(r['gflop'])} | {_fmt(r['tflops'], 3)} | {_fmt(r['peak'], 3)} | "
-                     f"{_fmt(100 * r['tflops'] / r['peak'])} |")
+                     f"{_fmt(100 * r['tflops'] / r['peak'])} | "
+                     f"{_fmt(100 * r['tflops'] / datasheet[r['precision']]) + ' %' if r['precision'] in datasheet else '–'} |")
+    for precision in precisions:
+        by = {r["impl"]: r for r in rows if r["precision"] == precision and "error" not in r}
+        if "echocare" in by and "hf-transformers" in by:
+            lines.append(f"\necho/HF {precision}: **{by['echocare']['img_s'] / by['hf-transformers']['img_s']:.2f}x** "
+                         f"(goal: fp32 >= 1.1x, bf16 >= 2x); echocare {precision} at "
+                         f"{100 * by['echocare']['tflops'] / by['echocare']['peak']:.0f} % of same-run GEMM "
+                         "(goal: fp32 >= 40 %, bf16 >= 25 %)")
     if trainer_rows:
         lines += ["", "Trainer (in-memory batches, log_every=1, clip 5.0, per-step img/s from metrics.jsonl) vs the "
                   "bare loop, both in one fresh process per precision, back to back:", "",
