@@ -69,7 +69,6 @@ from echocare.engine.logging_utils import MetricsLogger, make_progress
 from echocare.engine.optim import build_optimizer, build_param_groups
 from echocare.engine.schedule import build_scheduler
 from echocare.engine.signals import StopFlag, catch_stop_signals
-from echocare.engine.threads import configure_threads
 from echocare.engine.state import (
     BEST_FILE,
     Evaluation,
@@ -82,6 +81,7 @@ from echocare.engine.state import (
     config_hash,
     flatten_config,
 )
+from echocare.engine.threads import configure_threads
 from echocare.engine.viz import plot_loss_curve, save_panel_grid
 
 logger = logging.getLogger(__name__)
