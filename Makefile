@@ -27,3 +27,5 @@ bench: $(STAMP)
 	$(PY) bench/data_pipeline.py
 	$(PY) bench/pretrain_step.py
 	$(PY) bench/phantom_shards.py
+	$(PY) bench/contention.py
+	$(PY) bench/shard_build.py

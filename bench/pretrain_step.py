@@ -31,6 +31,9 @@ from typing import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_line  # noqa: E402
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
@@ -49,6 +52,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gemm-size", type=int, default=2048)
     p.add_argument("--trainer", action="store_true", help="also time echocare's Trainer (in-memory data)")
     p.add_argument("--skip-hf", action="store_true", help="do not run the HF transformers baseline")
+    p.add_argument("--sdpa", action="store_true",
+                   help="echocare with fused scaled_dot_product_attention in the window attention")
+    p.add_argument("--compile", action="store_true", help="echocare wrapped in torch.compile")
+    p.add_argument("--no-fused-adamw", action="store_true", help="AdamW's per-tensor loop (torch's CPU default)")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                   help="instead of timing: torch.profiler over STEPS echocare steps per precision, top ops table")
+    p.add_argument("--top", type=int, default=15, help="rows of the --profile table")
+    p.add_argument("--peak-tflops", default=None, metavar="fp32=X,bf16=Y",
+                   help="datasheet dense peaks (TFLOP/s): adds an MFU column (achieved / datasheet peak)")
     p.add_argument("--out", type=Path, default=None, help="also write the markdown report here")
     p.add_argument("--trainer-only", default=None, help=argparse.SUPPRESS)  # internal: one precision, JSON out
     return p.parse_args(argv)
@@ -81,9 +93,13 @@ def make_batch(args: argparse.Namespace, device: torch.device, seed: int = 0) ->
 def build_ours(args: argparse.Namespace, device: torch.device) -> torch.nn.Module:
     """echocare pretraining model, SimMIM decoder, MIM loss only (no ontology), library defaults."""
     from echocare.models import create_model
+    from echocare.models.encoder import set_fused_attention
 
-    return create_model(args.model, ontology=None, in_chans=args.in_chans, img_size=args.img_size,
-                        patch_size=args.patch_size, window_size=args.window_size, decoder="simmim").to(device)
+    model = create_model(args.model, ontology=None, in_chans=args.in_chans, img_size=args.img_size,
+                         patch_size=args.patch_size, window_size=args.window_size, decoder="simmim").to(device)
+    if getattr(args, "sdpa", False):
+        set_fused_attention(model, True)
+    return torch.compile(model) if getattr(args, "compile", False) else model
 
 
 def build_hf(args: argparse.Namespace, ours: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -110,7 +126,7 @@ def step_fns(ours, hf, images, mask) -> dict[str, tuple[torch.nn.Module, Callabl
 def time_steps(model, loss_fn, device, precision: str, warmup: int, steps: int,
                count_flops: bool = True) -> tuple[list[float], float]:
     """Per-step seconds of fwd+bwd+AdamW, and the FLOPs of one step (fwd+bwd)."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=FUSED_ADAMW)  # as the trainer
     model.train()
 
     def one() -> None:
@@ -138,6 +154,9 @@ def time_steps(model, loss_fn, device, precision: str, warmup: int, steps: int,
         loss.backward()
     opt.zero_grad(set_to_none=True)
     return times, float(counter.get_total_flops())
+
+
+FUSED_ADAMW = True  # echocare.engine.optim.build_optimizer's default; --no-fused-adamw for the per-tensor loop
 
 
 def gemm_peak(n: int, dtype: torch.dtype, device: torch.device, reps: int = 5) -> float:
@@ -174,6 +193,41 @@ def run_trainer(args: argparse.Namespace, precision: str, images, mask) -> list[
     return [r["img_per_s"] for r in rows if r["step"] > args.warmup]
 
 
+def profile_report(args: argparse.Namespace, model, images, mask, device: torch.device) -> str:
+    """torch.profiler over ``args.profile`` echocare steps per precision: the top ops by self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    cmd = "python bench/pretrain_step.py " + " ".join(sys.argv[1:])
+    lines = [f"`{cmd.strip()}`", "", machine_line(), ""]
+    for precision in [p.strip() for p in args.precisions.split(",") if p.strip()]:
+        time_steps(model, lambda: model(images, mask, None)["loss"], device, precision, args.warmup, 0,
+                   count_flops=False)  # warm-up outside the profile
+        with profile(activities=activities) as prof:
+            time_steps(model, lambda: model(images, mask, None)["loss"], device, precision, 0, args.profile,
+                       count_flops=False)
+        events = sorted(prof.key_averages(), key=lambda e: getattr(e, sort), reverse=True)
+        total = sum(getattr(e, sort) for e in events) or 1.0
+        lines += [f"**{precision}**, {args.profile} steps, top {args.top} ops by self time "
+                  f"(total self time {total / 1e3 / args.profile:.0f} ms per step):", "",
+                  "| op | calls per step | self ms per step | % of self time |", "|---|---:|---:|---:|"]
+        for e in events[: args.top]:
+            t = getattr(e, sort)
+            lines.append(f"| `{e.key}` | {e.count / args.profile:.0f} | {t / 1e3 / args.profile:.1f} | "
+                         f"{100 * t / total:.1f} |")
+        gemm = sum(getattr(e, sort) for e in events if e.key in GEMM_OPS)
+        lines += ["", f"GEMM-like ops (mm, addmm, bmm, SDPA kernels, convolutions): {100 * gemm / total:.1f} % of "
+                  "self time", ""]
+    return "\n".join(lines)
+
+
+GEMM_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_dot_product_flash_attention_for_cpu",
+            "aten::_scaled_dot_product_flash_attention_for_cpu_backward", "aten::convolution_backward",
+            "aten::mkldnn_convolution", "aten::_scaled_dot_product_efficient_attention",
+            "aten::_flash_attention_forward", "aten::_flash_attention_backward", "aten::_efficient_attention_backward"}
+
+
 def _fmt(x: float, nd: int = 1) -> str:
     return f"{x:.{nd}f}"
 
@@ -181,6 +235,8 @@ def _fmt(x: float, nd: int = 1) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print (and optionally write) a markdown report."""
     args = parse_args(argv)
+    global FUSED_ADAMW
+    FUSED_ADAMW = not args.no_fused_adamw
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -195,7 +251,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"trainer": trainer_ips, "bare": [args.batch / t for t in times]}))
         return 0
     ours = build_ours(args, device)
-    hf = None if args.skip_hf else build_hf(args, ours, device)
+    if args.profile:
+        report = profile_report(args, ours, images, mask, device)
+        print(report)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(report + "\n")
+        return 0
+    hf = None if args.skip_hf else build_hf(args, getattr(ours, "_orig_mod", ours), device)
     params = {name: sum(p.numel() for p in m.parameters()) for name, (m, _) in step_fns(ours, hf, images, mask).items()}
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     peaks = {p: gemm_peak(args.gemm_size, torch.float32 if p == "fp32" else torch.bfloat16, device)
@@ -227,22 +290,38 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"`{cmd.strip()}`",
         "",
+        machine_line(),
+        "",
+        "% of peak = achieved / same-run dense mm of the same dtype; MFU = achieved / datasheet peak "
+        "(--peak-tflops; – when not given). echocare options: "
+        f"sdpa={args.sdpa}, compile={args.compile}, fused AdamW={FUSED_ADAMW}.",
+        "",
         f"device `{device}` ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, model `{args.model}` "
         f"(params: {', '.join(f'{k} {v / 1e6:.2f} M' for k, v in params.items())}), img {args.img_size}, "
         f"batch {args.batch}, patch {args.patch_size}, window {args.window_size}, in_chans {args.in_chans}; "
         f"median of {args.steps} steps after {args.warmup} warm-up",
         "",
-        "| impl | precision | step ms | img/s | GFLOP/step | achieved TFLOP/s | mm peak TFLOP/s | % of peak |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| impl | precision | step ms | img/s | GFLOP/step | achieved TFLOP/s | mm peak TFLOP/s | % of peak | MFU |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    datasheet = {k.strip(): float(v) for k, v in (kv.split("=") for kv in args.peak_tflops.split(","))} \
+        if args.peak_tflops else {}
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['impl']} | {r['precision']} | failed: {r['error']} | | | | | |")
+            lines.append(f"| {r['impl']} | {r['precision']} | failed: {r['error']} | | | | | | |")
             continue
         lines.append(f"| {r['impl']} | {r['precision']} | {_fmt(r['ms'])} | {_fmt(r['img_s'], 2)} | "
                      f"{_fmt(r['gflop'])} | {_fmt(r['tflops'], 3)} | {_fmt(r['peak'], 3)} | "
-                     f"{_fmt(100 * r['tflops'] / r['peak'])} |")
+                     f"{_fmt(100 * r['tflops'] / r['peak'])} | "
+                     f"{_fmt(100 * r['tflops'] / datasheet[r['precision']]) + ' %' if r['precision'] in datasheet else '–'} |")
+    for precision in precisions:
+        by = {r["impl"]: r for r in rows if r["precision"] == precision and "error" not in r}
+        if "echocare" in by and "hf-transformers" in by:
+            lines.append(f"\necho/HF {precision}: **{by['echocare']['img_s'] / by['hf-transformers']['img_s']:.2f}x** "
+                         f"(goal: fp32 >= 1.1x, bf16 >= 2x); echocare {precision} at "
+                         f"{100 * by['echocare']['tflops'] / by['echocare']['peak']:.0f} % of same-run GEMM "
+                         "(goal: fp32 >= 40 %, bf16 >= 25 %)")
     if trainer_rows:
         lines += ["", "Trainer (in-memory batches, log_every=1, clip 5.0, per-step img/s from metrics.jsonl) vs the "
                   "bare loop, both in one fresh process per precision, back to back:", "",

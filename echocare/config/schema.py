@@ -164,6 +164,8 @@ class TrainConfig:
         "auto", "Autocast precision; auto = bf16 where the hardware supports it, else fp32."
     )
     grad_checkpointing: bool = _f(False, "Recompute activations in backward to save memory.")
+    compile: bool = _f(False, "torch.compile the task in place (nn.Module.compile: same state dict keys); "
+                              "measure first: bench/pretrain_step.py --compile.")
     ckpt_every: int = _f(1000, "Checkpoint every N optimizer steps (and at the end / on SIGTERM).")
     keep_last: int = _f(3, "Number of checkpoints to keep.")
     log_every: int = _f(10, "Write metrics.jsonl / TensorBoard every N steps.")

@@ -142,25 +142,30 @@ def process_unit(settings: dict[str, dict[str, Any]], unit: dict[str, Any], opti
     return events
 
 
-def build_shards(manifest_path: str | Path, out_dir: str | Path, workers: int = 1) -> dict[str, Any]:
+def build_shards(manifest_path: str | Path, out_dir: str | Path, workers: int = 1,
+                 image_format: str | None = None) -> dict[str, Any]:
     """Build shards from a manifest YAML.
 
     Args:
         manifest_path: manifest file (see ``docs/data.md``).
         out_dir: output folder; an earlier partial build there is resumed.
         workers: decode/curate processes; the output bytes do not depend on it.
+        image_format: ``"png"``, ``"jpeg"`` or ``"raw-zstd"``, overriding the manifest's ``format``.
 
     Returns:
         The ``index.json`` document.
 
     Raises:
         ManifestError: invalid manifest (raised before any input is decoded).
+        ValueError: an unknown ``image_format``.
     """
+    if image_format is not None and image_format not in ("png", "jpeg", "raw-zstd"):
+        raise ValueError(f"unknown image format {image_format!r}; expected png, jpeg or raw-zstd")
     manifest = load_manifest(manifest_path)
     onto = load_ontology(manifest.ontology)
     units = make_units(manifest)
     options = PipelineOptions(
-        image_size=manifest.image_size, image_format=manifest.image_format, jpeg_quality=manifest.jpeg_quality,
+        image_size=manifest.image_size, image_format=image_format or manifest.image_format, jpeg_quality=manifest.jpeg_quality,
         shard_max_count=manifest.shard_max_count, shard_max_bytes=manifest.shard_max_bytes,
         hash_kind=manifest.hash_kind, hash_size=manifest.hash_size, near_scope=manifest.near_scope,
         ontology_hash=onto.hash,

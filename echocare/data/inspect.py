@@ -12,11 +12,12 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from echocare.data.codecs import decode_raw_zstd, is_zstd
 from echocare.data.writer import list_shard_files, sha256_file
 
 logger = logging.getLogger(__name__)
 
-_IMAGE_EXTS = ("png", "jpg", "jpeg")
+_IMAGE_EXTS = ("png", "jpg", "jpeg", "npy.zst")
 
 
 def _iter_samples(shard: Path) -> Any:
@@ -39,6 +40,11 @@ def _iter_samples(shard: Path) -> Any:
             if img is not None and "json" in slot:
                 yield key, img, json.loads(slot["json"])
                 del pending[key]
+
+
+def _open_image(data: bytes) -> Image.Image:
+    """A shard image member as a PIL image (``raw-zstd`` decoded here, PNG/JPEG by PIL)."""
+    return Image.fromarray(decode_raw_zstd(data)) if is_zstd(data) else Image.open(io.BytesIO(data))
 
 
 def _grid(thumbs: list[tuple[Image.Image, str]], cell: int = 160) -> Image.Image:
@@ -92,7 +98,7 @@ def inspect_shards(
                 if len(thumbs.setdefault(ds, [])) < per_dataset:
                     label = (meta.get("paths") or ["unlabeled"])[0]
                     frame = meta.get("frame")
-                    thumbs[ds].append((Image.open(io.BytesIO(img)), label + ("" if frame is None else f" f{frame}")))
+                    thumbs[ds].append((_open_image(img), label + ("" if frame is None else f" f{frame}")))
         except (tarfile.TarError, OSError, ValueError) as err:
             logger.error("cannot read %s: %s", shard, err)
             unreadable[shard.name] = f"{type(err).__name__}: {err}".splitlines()[0]

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from echocare.data.stream import Plan, PretrainStream, SkipCounter, decode_gray, finalize_batch
-from echocare.data.workers import ignore_stop_signals
+from echocare.data.workers import worker_init
 
 __all__ = ["PretrainLoader", "PretrainStream", "SkipCounter", "decode_gray", "make_pretrain_loader"]
 
@@ -201,8 +201,9 @@ class PretrainLoader:
         n_workers = max(1, self.num_workers)
         yielded = 0
         if limit is None or self._batches < limit:
+            init = worker_init if self.num_workers > 0 else None  # workers: stop signals ignored, one thread
             loader = DataLoader(_PlannedStream(self.dataset, plan), batch_size=None, num_workers=self.num_workers,
-                                worker_init_fn=ignore_stop_signals, **self._dl_kwargs)
+                                worker_init_fn=init, **self._dl_kwargs)
             it = iter(loader)
             try:
                 for batch in self._canonical(it, n_workers, limit):

@@ -360,8 +360,8 @@ def _parse(doc: Any, base: Path, source: str) -> Manifest:
     m = Manifest(path=base / Path(source).name, datasets=[], ontology=onto_path, raw=dict(doc))
     m.image_size = top.image_size or 0
     fmt = top.format.lower()
-    if fmt not in ("png", "jpeg", "jpg"):
-        raise SchemaError("format", f"expected one of png, jpeg, got {top.format!r}")
+    if fmt not in ("png", "jpeg", "jpg", "raw-zstd"):
+        raise SchemaError("format", f"expected one of png, jpeg, raw-zstd, got {top.format!r}")
     m.image_format = "jpeg" if fmt == "jpg" else fmt
     m.jpeg_quality = top.jpeg_quality
     m.shard_max_bytes = _size(top.shard_max_bytes, "shard_max_bytes")

@@ -220,7 +220,7 @@ def write_phantom_shards(
         kinds: subset / order of :data:`PHANTOM_KINDS` to cycle through (default all).
         shard_max_count: samples per shard limit.
         shard_max_bytes: bytes per shard limit.
-        image_format: ``"png"`` or ``"jpeg"``.
+        image_format: ``"png"``, ``"jpeg"`` or ``"raw-zstd"``.
 
     Returns:
         The ``index.json`` document.

@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 from webdataset.gopen import gopen
 
+from echocare.data.codecs import decode_raw_zstd, is_zstd
 from echocare.data.tarstream import iter_tar_samples
 
 logger = logging.getLogger(__name__)
@@ -79,12 +80,15 @@ def _sha256_of(url: str) -> str:
 
 
 def decode_gray(data: bytes, size_hint: int = 0) -> torch.Tensor:
-    """Decode PNG/JPEG bytes to a uint8 (H, W) tensor, never RGB (colour input is converted with PIL's
-    ITU-R 601 luma). JPEGs use ``draft`` so large ones are downscaled in the DCT domain.
+    """Decode PNG/JPEG/``raw-zstd`` bytes to a uint8 (H, W) tensor, never RGB (colour input is converted with
+    PIL's ITU-R 601 luma). JPEGs use ``draft`` so large ones are downscaled in the DCT domain; ``raw-zstd``
+    (zstd magic) is :func:`echocare.data.codecs.decode_raw_zstd`.
 
     Raises:
         ValueError/OSError: undecodable bytes or a non-8-bit image (e.g. 16-bit PNG).
     """
+    if is_zstd(data):
+        return torch.from_numpy(decode_raw_zstd(data))
     with Image.open(io.BytesIO(data)) as im:
         if im.format == "JPEG" and size_hint:
             im.draft("L", (size_hint, size_hint))  # keeps both sides >= hint

@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Plan", "PretrainStream", "SkipCounter", "decode_gray", "finalize_batch", "parse_meta"]
 
-IMAGE_EXTS = ("png", "jpg", "jpeg")
+IMAGE_EXTS = ("png", "jpg", "jpeg", "npy.zst")
 
 
 def finalize_batch(batch: dict[str, Any]) -> dict[str, Any]:

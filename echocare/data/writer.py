@@ -1,7 +1,7 @@
 """Deterministic, size-limited webdataset tar shards and their ``index.json``.
 
 A shard is a plain POSIX tar (GNU format) whose members come in pairs
-``<key>.png`` (or ``.jpg``) + ``<key>.json``. Every member gets ``mtime=0``,
+``<key>.png`` (or ``.jpg``, ``.npy.zst``) + ``<key>.json``. Every member gets ``mtime=0``,
 ``uid=gid=0``, empty user/group names and mode ``0644``, so the same samples
 always give the same bytes. Shards are written to ``<name>.tmp`` and renamed
 atomically once complete; their sha256 is computed while writing.
@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from echocare.data.codecs import RAW_ZSTD_EXT, encode_raw_zstd
+
 logger = logging.getLogger(__name__)
 
 SHARD_PATTERN = "shard-{:06d}.tar"
@@ -41,7 +43,7 @@ class Sample:
 
     key: str
     image: bytes
-    ext: str  # "png" | "jpg"
+    ext: str  # "png" | "jpg" | "npy.zst"
     meta: dict[str, Any]
 
     def json_bytes(self) -> bytes:
@@ -64,13 +66,16 @@ class ShardRecord:
 
 
 def encode_image(img: np.ndarray, fmt: str = "png", jpeg_quality: int = 95) -> tuple[bytes, str]:
-    """Encode a ``(H, W)`` uint8 image as 8-bit grayscale PNG (lossless) or JPEG.
+    """Encode a ``(H, W)`` uint8 image as 8-bit grayscale PNG (lossless), JPEG, or ``raw-zstd`` (lossless,
+    ``.npy.zst``: a zstd-compressed ``.npy``, see :mod:`echocare.data.codecs`).
 
     Returns:
         ``(bytes, extension)``; the encoding is deterministic for a given array.
     """
     if img.dtype != np.uint8 or img.ndim != 2:
         raise ValueError(f"encode_image needs a 2-D uint8 array, got {img.dtype} {img.shape}")
+    if fmt == "raw-zstd":
+        return encode_raw_zstd(img), RAW_ZSTD_EXT
     buf = io.BytesIO()
     pil = Image.fromarray(img)  # 2-D uint8 -> mode "L"
     if fmt == "png":
@@ -79,7 +84,7 @@ def encode_image(img: np.ndarray, fmt: str = "png", jpeg_quality: int = 95) -> t
     if fmt == "jpeg":
         pil.save(buf, format="JPEG", quality=int(jpeg_quality), subsampling=0, optimize=False)
         return buf.getvalue(), "jpg"
-    raise ValueError(f"unknown image format {fmt!r}; expected 'png' or 'jpeg'")
+    raise ValueError(f"unknown image format {fmt!r}; expected 'png', 'jpeg' or 'raw-zstd'")
 
 
 def member_size(n_bytes: int) -> int:

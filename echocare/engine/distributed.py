@@ -8,8 +8,9 @@ environment accelerate's launcher sets. Traps handled here:
   passed when there is no CUDA device *and* DeepSpeed is not requested.
 * DeepSpeed on CPU needs ``DS_ACCELERATOR=cpu`` (set before deepspeed is
   imported) and a gloo process group (``InitProcessGroupKwargs(backend="gloo")``).
-* ``precision="auto"`` picks bf16 where a tiny bf16 autocast matmul works
-  (Ampere+ GPUs, recent CPUs), else fp32.
+* ``precision="auto"`` picks bf16 where a tiny bf16 autocast matmul works and, on CPU, where the
+  hardware has bf16 arithmetic (AVX512-BF16 or AMX; elsewhere bf16 is emulated and slower than
+  fp32), else fp32.
 """
 
 from __future__ import annotations
@@ -45,26 +46,14 @@ def bf16_supported(device_type: str) -> bool:
         return False
 
 
-def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether the CPU computes bf16 natively (x86 AVX512-BF16 / AMX-BF16, Arm BF16), from /proc/cpuinfo.
-
-    Without it, bf16 autocast on CPU is emulated and much slower than fp32, so ``precision: auto`` keeps fp32.
-
-    Args:
-        cpuinfo: Text of /proc/cpuinfo (read when None; unreadable = False).
-    """
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-                cpuinfo = fh.read()
-        except OSError:
-            return False
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):
-            flags.update(value.split())
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+def cpu_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX). Without it, oneDNN emulates bf16
+    GEMMs and a Swin-T step under bf16 autocast ran ~20x *slower* than fp32 (bench/results/pretrain_profile.md)."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    try:
+        return any(bool(check()) for check in checks if check is not None)
+    except RuntimeError:  # pragma: no cover - a torch build without the cpuinfo probes
+        return False
 
 
 def resolve_precision(precision: str, device_type: str) -> str:
@@ -79,12 +68,16 @@ def resolve_precision(precision: str, device_type: str) -> str:
     """
     if precision == "fp32":
         return "no"
-    if precision == "auto":  # bf16 where it is native; emulated CPU bf16 is slower than fp32
-        native = device_type != "cpu" or cpu_has_native_bf16()
-        return "bf16" if native and bf16_supported(device_type) else "no"
+    if precision == "auto":
+        if device_type == "cpu" and not cpu_native_bf16():
+            return "no"  # emulated bf16 is far slower than fp32
+        return "bf16" if bf16_supported(device_type) else "no"
     if precision == "bf16":
         if not bf16_supported(device_type):
             raise ValueError(f"train.precision=bf16 is not supported on this {device_type}; use auto or fp32")
+        if device_type == "cpu" and not cpu_native_bf16():
+            logger.warning("train.precision=bf16 on a CPU without AVX512-BF16/AMX: bf16 matmuls are emulated and "
+                           "much slower than fp32 (precision=auto would pick fp32 here)")
         return "bf16"
     if precision == "fp16":
         if device_type != "cuda":

@@ -54,6 +54,7 @@ class ConfigChangedError(UserError, ValueError):
 RESUME_SAFE_KEYS = frozenset({
     "train.ckpt_every", "train.keep_last", "train.log_every", "train.image_every", "train.progress",
     "train.tensorboard", "train.max_nonfinite", "train.allow_config_change", "data.num_workers", "eval.batch_size",
+    "train.compile",
 })
 BEST_FILE = "best.safetensors"
 

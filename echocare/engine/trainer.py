@@ -84,6 +84,7 @@ from echocare.engine.state import (
     config_hash,
     flatten_config,
 )
+from echocare.engine.threads import configure_threads
 from echocare.engine.viz import plot_loss_curve, save_panel_grid
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.batch_size_key = batch_size_key
+        self.threads = configure_threads()  # intra-op threads = cores available / local processes
         self.accelerator = make_accelerator(train.precision, train.grad_accum, project_dir=str(self.run_dir))
         self.derived = derive_schedule(train, optim, self.accelerator.num_processes)
         self.ckpt = CheckpointManager(self.run_dir / "checkpoints", keep_last=train.keep_last)
@@ -213,6 +215,8 @@ class Trainer:
                 raise ValueError(f"train.grad_checkpointing=true but {type(task).__name__} has no "
                                  "set_grad_checkpointing(enable)")
             fn(True)
+        if tc.compile:
+            task.compile()  # in place: parameters, state dict keys and checkpoints are unchanged
         lr_groups = getattr(task, "lr_groups", None)
         groups = build_param_groups(task, oc.weight_decay, lr_groups=lr_groups() if callable(lr_groups) else None)
         optimizer = build_optimizer(groups, self.derived.peak_lr, oc.betas, oc.eps)

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from timm.layers import trunc_normal_
-from timm.models.swin_transformer import SwinTransformer
+from timm.models.swin_transformer import SwinTransformer, WindowAttention
 from torch import nn
 
 __all__ = ["EchoCareSwin", "apply_mask_token"]
@@ -92,6 +92,29 @@ def take_indices(num_stages: int, indices: int | list[int] | None) -> tuple[list
 
 
 _TIMM_DEFAULT_WINDOW = inspect.signature(SwinTransformer.__init__).parameters["window_size"].default
+
+
+def set_fused_attention(module: nn.Module, enable: bool = True) -> int:
+    """Switch timm's window attention to ``torch.nn.functional.scaled_dot_product_attention`` (or back).
+
+    timm marks fused attention in Swin as experimental and leaves it off unless ``TIMM_FUSED_ATTN=2``;
+    this sets it per module instead (no global state). Outputs agree with the unfused path to float
+    rounding, not bit for bit; weights and state dicts are unchanged.
+
+    Args:
+        module: any module containing timm ``WindowAttention`` layers (e.g. an ``EchoCareSwin`` or a
+            pretraining model around one).
+        enable: fused (True) or timm's explicit softmax(QK^T + bias) V (False).
+
+    Returns:
+        The number of attention layers switched.
+    """
+    n = 0
+    for m in module.modules():
+        if isinstance(m, WindowAttention):
+            m.fused_attn = bool(enable)
+            n += 1
+    return n
 
 
 class EchoCareSwin(SwinTransformer):

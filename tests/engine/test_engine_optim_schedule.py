@@ -72,16 +72,3 @@ def test_param_groups_exclude_norms_biases_tokens_tables():
     assert all("names" not in g for g in opt.param_groups)
     assert math.isclose(opt.defaults["eps"], 1e-8)
 
-
-def test_auto_precision_keeps_fp32_on_cpus_without_native_bf16(monkeypatch):
-    """Emulated CPU bf16 is slower than fp32: `auto` picks bf16 on a CPU only when it is native."""
-    from echocare.engine import distributed as D
-
-    assert D.cpu_has_native_bf16("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_tile\n")
-    assert D.cpu_has_native_bf16("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n")
-    assert not D.cpu_has_native_bf16("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512bw\n")
-    monkeypatch.setattr(D, "cpu_has_native_bf16", lambda cpuinfo=None: False)
-    assert D.resolve_precision("auto", "cpu") == "no"
-    assert D.resolve_precision("fp32", "cpu") == "no"
-    monkeypatch.setattr(D, "cpu_has_native_bf16", lambda cpuinfo=None: True)
-    assert D.resolve_precision("auto", "cpu") == ("bf16" if D.bf16_supported("cpu") else "no")

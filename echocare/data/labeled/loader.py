@@ -16,6 +16,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from echocare.data.labeled.dataset import LabeledDataset, collate_labeled
+from echocare.data.workers import worker_init
 
 __all__ = ["EpochLoader"]
 
@@ -78,7 +79,8 @@ class EpochLoader:
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(self.epoch)
         loader = DataLoader(self.dataset, batch_sampler=batches, collate_fn=collate_labeled,
-                            num_workers=self.num_workers, persistent_workers=False)
+                            num_workers=self.num_workers, persistent_workers=False,
+                            worker_init_fn=worker_init if self.num_workers > 0 else None)
         for batch in loader:
             self.consumed += 1
             yield batch
