@@ -19,6 +19,7 @@ import yaml
 
 from echocare.catalog.scores import DETAIL_CHARACTERISTICS, SUMMARY_CHARACTERISTICS
 from echocare.errors import UserError
+from echocare.ontology import load_ontology
 
 UNKNOWN = "unknown"
 ACCESS = ("open", "on_request")
@@ -254,8 +255,6 @@ def parse_catalog(doc: Any, onto: Any = None, source: str = "<catalog>") -> Cata
     Raises:
         CatalogError: naming the file, entry and key.
     """
-    from echocare.ontology import load_ontology
-
     onto = onto if onto is not None else load_ontology()
     try:
         if not isinstance(doc, dict) or not isinstance(doc.get("datasets"), list):

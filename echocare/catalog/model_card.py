@@ -27,9 +27,12 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import timm
+import torch
 import yaml
 
-from echocare.catalog.catalog import UNKNOWN, Catalog
+from echocare import __version__
+from echocare.catalog.catalog import UNKNOWN, Catalog, load_catalog
 from echocare.catalog.scores import SONOMQS_CRITERIA, sonomqs
 
 logger = logging.getLogger(__name__)
@@ -141,10 +144,6 @@ def model_card(config: dict[str, Any], data_sources: list[dict[str, Any]], evalu
     if unknown:
         raise ValueError(f"unknown model-card statement(s) {sorted(unknown)}; allowed: {', '.join(STATEMENT_KEYS)}")
     if software is None:
-        import timm
-        import torch
-
-        from echocare import __version__
         software = {"echocare": __version__, "torch": torch.__version__, "timm": timm.__version__}
     crit = sonomqs_criteria(config, data_sources, code, statements)
     score = sonomqs(crit)
@@ -203,8 +202,6 @@ def export_model_card(config: dict[str, Any], run_dir: str | Path, out: str | Pa
     repository (``code_repository``) and an ``evaluation`` mapping from ``RUN/model_card.yaml`` when present,
     and the evaluation otherwise from ``RUN/metrics.json``'s ``headline`` (fine-tuning runs).
     """
-    from echocare.catalog.catalog import load_catalog
-
     run_dir, out = Path(run_dir), Path(out)
     card_file = run_dir / CARD_FILE
     extra: dict[str, Any] = {}
@@ -218,8 +215,6 @@ def export_model_card(config: dict[str, Any], run_dir: str | Path, out: str | Pa
     if evaluation is None and metrics.is_file():
         doc = json.loads(metrics.read_text())
         evaluation = doc.get("headline") if isinstance(doc, dict) else None
-    from echocare import __version__
-
     code = {"repository": extra.pop("code_repository", None), "version": __version__, "licence": "Apache-2.0"}
     shards = _run_shards(config, run_dir)
     sources = data_sources_from_shards(shards, catalog or load_catalog()) if shards is not None else []

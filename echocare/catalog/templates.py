@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from echocare.catalog.catalog import Catalog, DatasetEntry
+from echocare.data.sources import list_files
 from echocare.errors import UserError
 
 _IMAGES = ["**/*.png", "**/*.jpg", "**/*.jpeg", "**/*.bmp", "**/*.tif", "**/*.tiff"]
@@ -160,8 +161,6 @@ def _metadata(entry: DatasetEntry) -> dict[str, Any]:
 
 
 def _count(root: Path, include: list[str], exclude: list[str]) -> int:
-    from echocare.data.sources import list_files
-
     return len(list_files(root, include, exclude))
 
 
