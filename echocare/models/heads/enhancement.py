@@ -22,12 +22,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrUpBlock
 from torch import nn
 from torch.func import functional_call
 
 from echocare.losses.enhancement import lsgan_loss, paired_enhancement_loss, ssim_loss
-from echocare.models.heads.common import check_features, parse_feature_info, require_keys
+from echocare.models.heads.common import require_keys
+from echocare.models.heads.unetr import UnetrPyramidDecoder
 
 
 class PatchDiscriminator(nn.Module):
@@ -61,7 +61,7 @@ class PatchDiscriminator(nn.Module):
         return self.net(x)
 
 
-class EnhancementHead(nn.Module):
+class EnhancementHead(UnetrPyramidDecoder):
     """Generator decoder (features → one-channel image) plus a PatchGAN discriminator.
 
     Args:
@@ -100,39 +100,9 @@ class EnhancementHead(nn.Module):
         ssim_weight: float = 1.0,
     ) -> None:
         super().__init__()
-        spec = parse_feature_info(feature_info)
-        for r in spec.reductions:
-            if r < 1 or r & (r - 1):
-                raise ValueError(f"enhancement needs power-of-two feature strides, got {list(spec.reductions)}")
-        self.spec = spec
-        self.in_chans = in_chans
+        self.build_decoder(feature_info, in_chans, in_chans, feature_size, norm_name, "enhancement")
         self.residual = residual
         self.weights = dict(adv=adv_weight, structure=structure_weight, l1=l1_weight, ssim=ssim_weight)
-        self.scales = [2**i for i in range(spec.reductions[-1].bit_length())]  # 1, 2, ..., deepest stride
-
-        def width(scale: int) -> int:
-            return feature_size * max(1, scale // 2)
-
-        encoders: list[nn.Module] = []
-        self.sources: list[tuple[str, int]] = []  # skip source per scale: image / feature i / previous
-        for j, scale in enumerate(self.scales):
-            if scale == 1:
-                self.sources.append(("image", -1))
-                encoders.append(UnetrBasicBlock(2, in_chans, width(1), 3, 1, norm_name, res_block=True))
-            elif scale in spec.reductions:
-                i = spec.reductions.index(scale)
-                self.sources.append(("feature", i))
-                encoders.append(UnetrBasicBlock(2, spec.channels[i], width(scale), 3, 1, norm_name, res_block=True))
-            else:
-                self.sources.append(("previous", -1))
-                encoders.append(UnetrBasicBlock(2, width(self.scales[j - 1]), width(scale), 3, 2, norm_name,
-                                                res_block=True))
-        self.encoders = nn.ModuleList(encoders)
-        self.decoders = nn.ModuleList(
-            UnetrUpBlock(2, width(self.scales[j + 1]), width(self.scales[j]), 3, 2, norm_name, res_block=True)
-            for j in range(len(self.scales) - 1)
-        )
-        self.out = UnetOutBlock(2, width(1), in_chans)
         if residual:  # identity at initialisation
             nn.init.zeros_(self.out.conv.conv.weight)
             nn.init.zeros_(self.out.conv.conv.bias)
@@ -140,17 +110,7 @@ class EnhancementHead(nn.Module):
 
     def forward(self, features: Sequence[torch.Tensor], image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Enhance ``image`` (B, C, H, W) from its backbone features."""
-        if image.ndim != 4 or image.shape[1] != self.in_chans:
-            raise ValueError(f"image should be (B, {self.in_chans}, H, W), got {tuple(image.shape)}")
-        check_features(features, self.spec, (image.shape[-2], image.shape[-1]))
-        skips: list[torch.Tensor] = []
-        for (kind, idx), enc in zip(self.sources, self.encoders):
-            src = image if kind == "image" else features[idx] if kind == "feature" else skips[-1]
-            skips.append(enc(src))  # (B, F_s, H/s, W/s)
-        x = skips[-1]
-        for j in range(len(self.decoders) - 1, -1, -1):
-            x = self.decoders[j](x, skips[j])  # (B, F_j, H/s_j, W/s_j)
-        out = self.out(x)  # (B, C, H, W)
+        out = self.decode(features, image)  # (B, C, H, W)
         enhanced = image + out if self.residual else torch.sigmoid(out)
         return {"enhanced": enhanced, "input": image}
 

@@ -1,19 +1,5 @@
-"""SwinUNETR-style segmentation decoder over a backbone's feature pyramid.
-
-The decoder works on a chain of scales 1, 2, 4, ..., S (S = deepest backbone
-stride). Every scale gets a skip tensor:
-
-* scale 1: a residual conv block on the input image (SwinUNETR's ``encoder0``);
-* a scale where the backbone has a feature map: a residual conv block on it
-  (SwinUNETR's ``encoder1..4`` / ``encoder10`` for the deepest one);
-* a scale the backbone lacks (stride 2 for a patch-4 Swin): a stride-2 residual
-  conv block on the previous skip, so the full-resolution stem reaches it.
-
-The deepest skip is upsampled by ``UnetrUpBlock`` (transposed conv ×2, concat
-skip, residual block) scale by scale back to full resolution, then
-``UnetOutBlock`` gives per-pixel logits. Channels follow SwinUNETR:
-``feature_size * max(1, s / 2)`` at scale ``s``.
-"""
+"""SwinUNETR-style segmentation decoder over a backbone's feature pyramid (:mod:`echocare.models.heads.unetr`):
+per-pixel class logits at full resolution, Dice + CE loss."""
 
 from __future__ import annotations
 
@@ -21,14 +7,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrUpBlock
-from torch import nn
 
 from echocare.losses.segmentation import dice_ce_loss
-from echocare.models.heads.common import check_features, parse_feature_info, require_keys
+from echocare.models.heads.common import require_keys
+from echocare.models.heads.unetr import UnetrPyramidDecoder
 
 
-class SegmentationHead(nn.Module):
+class SegmentationHead(UnetrPyramidDecoder):
     """UNETR/SwinUNETR decoder producing (B, K, H, W) logits.
 
     Args:
@@ -63,67 +48,16 @@ class SegmentationHead(nn.Module):
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes counts background and must be >= 2, got {num_classes}")
-        spec = parse_feature_info(feature_info)
-        for r in spec.reductions:
-            if r < 1 or r & (r - 1):
-                raise ValueError(f"segmentation needs power-of-two feature strides, got {list(spec.reductions)}")
-        self.spec = spec
+        self.build_decoder(feature_info, in_chans, num_classes, feature_size, norm_name, "segmentation")
         self.num_classes = num_classes
-        self.in_chans = in_chans
         self.loss_kwargs = dict(
             dice_weight=dice_weight, ce_weight=ce_weight, include_background=include_background,
             ignore_index=ignore_index,
         )
-        # scales 1, 2, 4, ..., deepest stride
-        self.scales: list[int] = []
-        s = 1
-        while s <= spec.reductions[-1]:
-            self.scales.append(s)
-            s *= 2
-
-        def width(scale: int) -> int:
-            return feature_size * max(1, scale // 2)
-
-        # skip source per scale: ("image", -1), ("feature", index) or ("previous", -1)
-        self.sources: list[tuple[str, int]] = []
-        encoders = []
-        for j, scale in enumerate(self.scales):
-            if scale == 1:
-                self.sources.append(("image", -1))
-                encoders.append(UnetrBasicBlock(2, in_chans, width(1), 3, 1, norm_name, res_block=True))
-            elif scale in spec.reductions:
-                i = spec.reductions.index(scale)
-                self.sources.append(("feature", i))
-                encoders.append(UnetrBasicBlock(2, spec.channels[i], width(scale), 3, 1, norm_name, res_block=True))
-            else:
-                self.sources.append(("previous", -1))
-                prev = width(self.scales[j - 1])
-                encoders.append(UnetrBasicBlock(2, prev, width(scale), 3, 2, norm_name, res_block=True))
-        self.encoders = nn.ModuleList(encoders)
-        # decoders[j] lifts scale j+1 to scale j
-        self.decoders = nn.ModuleList(
-            UnetrUpBlock(2, width(self.scales[j + 1]), width(self.scales[j]), 3, 2, norm_name, res_block=True)
-            for j in range(len(self.scales) - 1)
-        )
-        self.out = UnetOutBlock(2, width(1), num_classes)
 
     def forward(self, features: Sequence[torch.Tensor], image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Decode to full-resolution logits (B, K, H, W)."""
-        if image.ndim != 4 or image.shape[1] != self.in_chans:
-            raise ValueError(f"image should be (B, {self.in_chans}, H, W), got {tuple(image.shape)}")
-        check_features(features, self.spec, (image.shape[-2], image.shape[-1]))
-        skips: list[torch.Tensor] = []
-        for (kind, idx), enc in zip(self.sources, self.encoders):
-            if kind == "image":
-                skips.append(enc(image))  # (B, F, H, W)
-            elif kind == "feature":
-                skips.append(enc(features[idx]))  # (B, F_s, H/s, W/s)
-            else:
-                skips.append(enc(skips[-1]))  # stride-2 block on the previous skip
-        x = skips[-1]  # deepest scale
-        for j in range(len(self.decoders) - 1, -1, -1):
-            x = self.decoders[j](x, skips[j])  # (B, F_j, H/s_j, W/s_j)
-        return {"logits": self.out(x)}  # (B, K, H, W)
+        return {"logits": self.decode(features, image)}  # (B, K, H, W)
 
     def loss(self, outputs: Mapping[str, torch.Tensor], targets: Mapping[str, Any]) -> dict[str, Any]:
         """Dice + CE on ``targets["mask"]`` (B, H, W)."""
