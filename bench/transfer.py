@@ -99,8 +99,6 @@ def _check_settings(out: Path, settings: dict) -> None:
         diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
         if diff:
             raise ValueError(f"{out} holds a run with other settings {diff}; use another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(settings, indent=1))
 
 
 def prepare(args: argparse.Namespace, out: Path) -> dict:
@@ -108,6 +106,7 @@ def prepare(args: argparse.Namespace, out: Path) -> dict:
     from transfer_data import prepare_downstream, prepare_pool, write_manifest
 
     work = out / "data"
+    work.mkdir(parents=True, exist_ok=True)
     split_path = work / "split.json"
     if not split_path.is_file():
         fr = tuple(float(x) for x in args.split.split(","))
@@ -250,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings(args)
         _check_settings(out, settings)
         split = prepare(args, out)
+        (out / "settings.json").write_text(json.dumps(settings, indent=1))  # after the data checks passed
         encoders, pretrain_summary = pretrain_all(args, out, inits)
         runs = finetune_all(args, out, encoders, inits)
     except (FileNotFoundError, ValueError) as err:
