@@ -79,7 +79,12 @@ def _signal_after(argv, run, tmp_path, sig, lines=2, twice=False):
                 assert proc.poll() is None, log_path.read_text()[-3000:]
                 assert time.time() < deadline, "the run never started training"
                 time.sleep(0.1)
-            assert len(_children(proc.pid)) >= 1  # the DataLoader worker is in the group too
+            # signal while a DataLoader worker is alive (it is in the group too); the fine-tuning loader
+            # restarts its workers at every epoch, so wait for one rather than catch a gap between epochs
+            while not _children(proc.pid):
+                assert proc.poll() is None, log_path.read_text()[-3000:]
+                assert time.time() < deadline, "no DataLoader worker appeared"
+                time.sleep(0.02)
             os.killpg(proc.pid, sig)
             if twice:
                 time.sleep(0.05)
