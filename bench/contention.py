@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_line  # noqa: E402
+from machine import emit_report, machine_line  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICIES = ("shared", "passive", "split")
@@ -123,11 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         ratios = [b / solo for b in both]
         lines.append(f"| {policy} | {solo:.1f} | {' / '.join(f'{b:.1f}' for b in both)} | "
                      f"{' / '.join(f'{r:.2f}' for r in ratios)} | {min(ratios):.2f} | {wall:.0f} |")
-    report = "\n".join(lines)
-    print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report + "\n")
+    emit_report(lines, args.out)
     return 0
 
 

@@ -39,3 +39,14 @@ def machine_line() -> str:
             f"{gpu}; torch {torch.__version__}, intra-op threads {torch.get_num_threads()}, "
             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
             f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; 1-min load at start {load:.2f}")
+
+
+def emit_report(lines: list[str], out: "str | os.PathLike[str] | None") -> None:
+    """Print a bench report (markdown lines) and also write it to ``out`` when given."""
+    from pathlib import Path
+
+    report = "\n".join(lines)
+    print(report)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(report + "\n")

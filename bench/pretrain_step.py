@@ -32,7 +32,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_line  # noqa: E402
+from machine import emit_report, machine_line  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -328,11 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                   "| precision | trainer img/s | bare img/s | trainer / bare |", "|---|---:|---:|---:|"]
         for precision, t_ips, b_ips in trainer_rows:
             lines.append(f"| {precision} | {_fmt(t_ips, 2)} | {_fmt(b_ips, 2)} | {_fmt(t_ips / b_ips, 2)} |")
-    report = "\n".join(lines)
-    print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report + "\n")
+    emit_report(lines, args.out)
     return 0
 
 

@@ -31,7 +31,7 @@ import yaml
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_line  # noqa: E402
+from machine import emit_report, machine_line  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -167,11 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {n:,} | {r['total']:,} | {sum(r['rejected'].values()):,} | {r['wall']:.1f} | "
                      f"{r['total'] / r['wall']:.0f} | {per_core:.0f} | {per_core / base:.2f} | "
                      f"{r['maxrss_mib']:.0f} | {r['dedup_bytes'] / 2**20:.1f} | {r['dedup_bytes'] / max(n, 1):.0f} |")
-    report = "\n".join(lines)
-    print(report)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report + "\n")
+    emit_report(lines, args.out)
     return 0
 
 
