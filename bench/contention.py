@@ -8,7 +8,9 @@ Reported per environment policy: solo img/s, each concurrent run's img/s and its
 1/k; the goal for k=2 is >= 0.4 each).
 
 Policies (environment of the child processes; the trainer itself sets intra-op threads with
-``echocare.engine.threads``): ``shared`` = as given (OMP_NUM_THREADS unset -> every core),
+``echocare.engine.threads``): ``shared`` = as given (OMP_NUM_THREADS unset: the default, where concurrent
+trainings find each other through ``echocare.engine.thread_share`` and split the cores), ``noshare`` = as
+given with ``train.share_threads=false`` (each run takes every core: the behaviour before thread sharing),
 ``passive`` = ``OMP_WAIT_POLICY=PASSIVE`` (no busy-wait spinning at OpenMP barriers, read by libgomp at
 ``import torch``), ``split`` = ``OMP_NUM_THREADS = cores // k`` for the concurrent runs (what a scheduler
 that knows about the other job would give).
@@ -31,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import emit_report, machine_line  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-POLICIES = ("shared", "passive", "split")
+POLICIES = ("shared", "noshare", "passive", "split")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=60, help="training steps per run")
     p.add_argument("--log-every", type=int, default=5)
     p.add_argument("--concurrent", type=int, default=2, help="runs at once in the shared phase")
-    p.add_argument("--policies", default="shared,passive,split", help=f"comma list of {', '.join(POLICIES)}")
+    p.add_argument("--policies", default="shared,noshare,passive,split", help=f"comma list of {', '.join(POLICIES)}")
     p.add_argument("--n-images", type=int, default=256)
     p.add_argument("--set", action="append", default=[], help="extra --set key=value for every run")
     p.add_argument("--out", type=Path, default=None)
@@ -79,7 +81,7 @@ def run_batch(k: int, policy: str, shards: Path, work: Path, args: argparse.Name
                "--output-dir", str(out), "--set", f"data.shards={shards}", "--set", f"train.max_steps={args.steps}",
                "--set", f"train.log_every={args.log_every}", "--set", f"train.ckpt_every={args.steps}",
                "--set", f"train.image_every={10 * args.steps}"]
-        for extra in args.set:
+        for extra in [*args.set, *(["train.share_threads=false"] if policy == "noshare" else [])]:
             cmd += ["--set", extra]
         procs.append((out, subprocess.Popen(cmd, env=child_env(policy, k), cwd=str(ROOT),
                                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))

@@ -168,6 +168,8 @@ class TrainConfig:
                               "measure first: bench/pretrain_step.py --compile.")
     ckpt_every: int = _f(1000, "Checkpoint every N optimizer steps (and at the end / on SIGTERM).")
     keep_last: int = _f(3, "Number of checkpoints to keep.")
+    share_threads: bool = _f(True, "Share the cores with other echocare trainings on this machine: each re-plans its "
+                                   "intra-op threads every 2 s (cores // live runs; off when OMP_NUM_THREADS is set).")
     log_every: int = _f(10, "Write metrics.jsonl / TensorBoard every N steps.")
     image_every: int = _f(1000, "Write a reconstruction grid PNG every N steps (0 disables).")
     max_nonfinite: int = _f(20, "Abort after this many optimizer steps in a row with a non-finite loss.")

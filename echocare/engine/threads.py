@@ -16,6 +16,9 @@ process. :func:`configure_threads` exports ``OMP_WAIT_POLICY=PASSIVE`` (unless s
 afterwards (spawned workers, subprocesses); for the training process itself set it in the environment
 before launch (``OMP_WAIT_POLICY=PASSIVE echocare pretrain ...``). DataLoader workers run one intra-op
 thread (:func:`echocare.data.workers.worker_init`).
+
+Independent trainings (two ``echocare pretrain`` runs on one box) are not one launch; while ``fit`` runs,
+:class:`echocare.engine.thread_share.ThreadShare` lets them find each other and re-plan their threads.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ThreadPlan", "available_cores", "configure_threads", "cgroup_cpu_limit", "local_world_size",
+__all__ = ["ThreadPlan", "available_cores", "configure_threads", "cgroup_cpu_limit", "cpu_set", "local_world_size",
            "plan_threads"]
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
@@ -61,6 +64,14 @@ def cgroup_cpu_limit(path: Path = CGROUP_CPU_MAX) -> int | None:
         return None
 
 
+def cpu_set() -> set[int]:
+    """CPUs this process may run on (``os.sched_getaffinity``; every CPU where unsupported)."""
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return set(range(os.cpu_count() or 1))
+
+
 def available_cores(affinity: set[int] | None = None, quota: int | None = None) -> int:
     """Cores this process may run on: its affinity mask, capped by a cgroup CPU quota.
 
@@ -69,10 +80,7 @@ def available_cores(affinity: set[int] | None = None, quota: int | None = None) 
         quota: CPU limit from the cgroup (default: :func:`cgroup_cpu_limit`).
     """
     if affinity is None:
-        try:
-            affinity = os.sched_getaffinity(0)
-        except (AttributeError, OSError):  # not on Linux
-            affinity = set(range(os.cpu_count() or 1))
+        affinity = cpu_set()
     quota = cgroup_cpu_limit() if quota is None else quota
     cores = max(1, len(affinity))
     return min(cores, quota) if quota else cores

@@ -84,7 +84,8 @@ from echocare.engine.state import (
     config_hash,
     flatten_config,
 )
-from echocare.engine.threads import configure_threads
+from echocare.engine.thread_share import ThreadShare
+from echocare.engine.threads import configure_threads, cpu_set
 from echocare.engine.viz import plot_loss_curve, save_panel_grid
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.batch_size_key = batch_size_key
         self.threads = configure_threads()  # intra-op threads = cores available / local processes
+        self.share: ThreadShare | None = None  # registered while fit() runs (see engine/thread_share.py)
         self.accelerator = make_accelerator(train.precision, train.grad_accum, project_dir=str(self.run_dir))
         self.derived = derive_schedule(train, optim, self.accelerator.num_processes)
         self.ckpt = CheckpointManager(self.run_dir / "checkpoints", keep_last=train.keep_last)
@@ -187,10 +189,16 @@ class Trainer:
             ConfigChangedError: resuming with a different resolved config (see :mod:`echocare.engine.state`).
         """
         session = self._start(task, data, resume, Evaluation(evaluate, eval_every, select_metric, lower_is_better))
+        if self.train_cfg.share_threads and self.threads.source != "OMP_NUM_THREADS":
+            self.share = ThreadShare(self.threads.cores, cpu_set(), min_peers=self.threads.local_world_size)
+            self.share.register()
         try:
             with catch_stop_signals(self._stop):
                 self._loop(session)
         finally:
+            if self.share is not None:
+                self.share.close()
+                self.share = None
             if session.iterator is not None and hasattr(session.iterator, "close"):
                 # shut the loader's worker processes down now: they ignore SIGTERM/SIGINT, so left to the
                 # interpreter's exit (multiprocessing terminates, then joins daemonic children) they would hang it
@@ -267,6 +275,8 @@ class Trainer:
                 self._skip_step(s, "gradient norm")
                 continue
             self._optimizer_step(s)
+            if self.share is not None:
+                self.share.poll()
             step = s.state.step
             if step % tc.log_every == 0 or step == tc.max_steps:
                 s.result.last_metrics = self._log(s)
