@@ -18,6 +18,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 __all__ = ["DECODERS", "ProgressiveDecoder", "SimMIMDecoder", "build_decoder"]
 
@@ -46,7 +47,10 @@ class SimMIMDecoder(nn.Module):
 
     def forward(self, features: Sequence[torch.Tensor], image: torch.Tensor) -> torch.Tensor:
         """features[-1]: (B, C_last, H/s, W/s); image: (B, C, H, W) -> recon (B, C, H, W) in [0, 1]."""
-        x = self.shuffle(self.proj(features[-1]))  # (B, C, ceil(H/s)*s, ceil(W/s)*s)
+        f = features[-1].permute(0, 2, 3, 1)  # (B, h, w, C_last)
+        # the 1x1 conv as one GEMM (same parameter): on CPU, conv2d's backward takes a slow unfold path
+        x = F.linear(f, self.proj.weight.flatten(1), self.proj.bias)  # (B, h, w, s*s*C)
+        x = self.shuffle(x.permute(0, 3, 1, 2))  # (B, C, ceil(H/s)*s, ceil(W/s)*s)
         return torch.sigmoid(_crop(x, image.shape[-2:]))
 
 

@@ -123,3 +123,23 @@ def test_state_dict_round_trip(progressive_model):
     torch.testing.assert_close(oa["logits"], ob["logits"])
     assert isinstance(a, EchoCarePretrainModel)
     assert "encoder.mask_token" in a.no_weight_decay()
+
+
+def test_simmim_head_is_the_1x1_conv_it_stores():
+    """The decoder runs its 1x1 conv as a GEMM on NHWC features; output and gradients equal the conv's."""
+    from torch.nn import functional as F
+
+    from echocare.models.decoders import SimMIMDecoder
+
+    torch.manual_seed(0)
+    dec = SimMIMDecoder(in_features=16, stride=8, out_chans=1)
+    feat = torch.randn(2, 16, 3, 5, requires_grad=True)
+    image = torch.zeros(2, 1, 20, 36)  # odd sizes: the output is cropped to 20 x 36
+    out = dec([feat], image)
+    ref = torch.sigmoid(F.pixel_shuffle(F.conv2d(feat, dec.proj.weight, dec.proj.bias), 8)[..., :20, :36])
+    assert out.shape == (2, 1, 20, 36)
+    torch.testing.assert_close(out, ref)
+    g_out = torch.autograd.grad(out.square().sum(), (feat, dec.proj.weight))
+    g_ref = torch.autograd.grad(ref.square().sum(), (feat, dec.proj.weight))
+    for a, b in zip(g_out, g_ref):
+        torch.testing.assert_close(a, b)
