@@ -33,8 +33,8 @@ Usage::
     loader = build_loader(...)            # after the Trainer: the process group exists now
     result = trainer.fit(task, loader, resume="auto")
 
-Periodic validation (``fit(..., evaluate=fn, eval_every=N, select_metric=...)``) and the resolved-config
-check on resume are described in :mod:`echocare.engine.state`.
+Periodic validation with best-weight selection (``fit(..., evaluate=fn, eval_every=N, select_metric=...)``)
+lives in :mod:`echocare.engine.validation`; the resolved-config check on resume in :mod:`echocare.engine.state`.
 
 ``Trainer`` owns accelerate (single process, DDP, DeepSpeed ZeRO-1/2), the
 optimizer and per-step warmup+cosine schedule, gradient accumulation and
@@ -55,7 +55,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from echocare.config import OptimConfig, TrainConfig, derive_schedule, save_config
@@ -86,7 +85,8 @@ from echocare.engine.state import (
 )
 from echocare.engine.thread_share import ThreadShare
 from echocare.engine.threads import configure_threads, cpu_set
-from echocare.engine.viz import plot_loss_curve, save_panel_grid
+from echocare.engine.validation import run_validation, write_panels
+from echocare.engine.viz import plot_loss_curve
 
 logger = logging.getLogger(__name__)
 
@@ -416,69 +416,11 @@ class Trainer:
         return {"step": s.state.step, **values}
 
     def _evaluate(self, s: FitSession, step: int) -> None:
-        """Run the evaluation callback (main process), log ``val/*``, keep the best weights."""
-        ev = s.evaluation
-        if self.is_main:
-            task = s.task
-            was_training = task.training
-            task.eval()
-            try:
-                with torch.random.fork_rng(devices=[]):
-                    values = {k: float(v) for k, v in ev.fn(task).items()}
-            finally:
-                task.train(was_training)
-            s.metrics.log(step, {f"val/{k}": v for k, v in values.items()})
-            logger.info("step %d validation %s", step, json.dumps(values))
-            if ev.metric is not None:
-                if ev.metric not in values:
-                    raise KeyError(f"selection metric {ev.metric!r} is not among the evaluation results "
-                                   f"{sorted(values)}")
-                if ev.better(values[ev.metric], s.state.best_value):
-                    s.state.best_value, s.state.best_step = values[ev.metric], step
-                    s.result.best_weights = self._save_best(s)
-                    s.result.best_value, s.result.best_step = s.state.best_value, step
-                    logger.info("new best %s=%.6g at step %d", ev.metric, s.state.best_value, step)
-        self._sync_best(s)
-
-    def _sync_best(self, s: FitSession) -> None:
-        """Every rank holds the main process's best value/step (they are checkpointed from rank 0 only)."""
-        if self.world_size == 1:
-            return
-        from accelerate.utils import broadcast_object_list
-
-        box = [(s.state.best_value, s.state.best_step)]
-        broadcast_object_list(box, from_process=0)
-        s.state.best_value, s.state.best_step = box[0]
-
-    def _save_best(self, s: FitSession) -> Path:
-        path = self.run_dir / BEST_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        state = {k: v.detach().to("cpu").clone().contiguous() for k, v in s.task.state_dict().items()}
-        check_finite_weights(state.items(), str(path))
-        save_file(state, str(tmp), {"format": "pt", "step": str(s.state.step)})
-        tmp.replace(path)
-        return path
+        run_validation(s, step, self.run_dir / BEST_FILE, self.is_main, self.world_size)
 
     def _visualize(self, s: FitSession, step: int) -> None:
-        if s.last_batch is None or not self.is_main or zero_stage(self.accelerator) >= 3:
-            return
-        task = s.task  # not accelerator.unwrap_model: that imports deepspeed (slow) when installed
-        fn = getattr(task, "visualize", None)
-        if not callable(fn):
-            return
-        was_training = task.training
-        task.eval()
-        try:
-            with torch.random.fork_rng(devices=[]), torch.no_grad(), self.accelerator.autocast(), s.forward_ctx():
-                panels = fn(s.last_batch)
-            if panels:
-                path = save_panel_grid(panels, self.run_dir / "images" / f"recon_step-{step:08d}.png",
-                                       title=f"step {step}")
-                save_panel_grid(panels, self.run_dir / "recon_latest.png", title=f"step {step}")
-                logger.debug("wrote %s", path)
-            plot_loss_curve(self.run_dir / "metrics.jsonl", self.run_dir / "loss_curve.png")
-        finally:
-            task.train(was_training)
+        if self.is_main and zero_stage(self.accelerator) < 3:
+            write_panels(s, step, self.run_dir, self.accelerator.autocast)
 
     def _save(self, s: FitSession, step: int) -> Path:
         if zero_stage(self.accelerator) < 3:  # ZeRO-3 holds partitions only; its consolidated copy is not checked
