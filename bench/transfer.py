@@ -42,6 +42,24 @@ HC18_LABEL = "fetus/brain/transthalamic"  # the HC plane (packaged ontology)
 logger = logging.getLogger("transfer")
 
 
+def _per_task(text: str) -> str:
+    """Validate ``N`` or ``TASK=N,TASK=N`` (every task of :data:`TASKS` given); kept as the text."""
+    try:
+        for task in TASKS:
+            task_value(text, task)
+    except (KeyError, ValueError) as err:
+        raise argparse.ArgumentTypeError(f"{text!r}: give N or {'=N,'.join(TASKS)}=N ({err})") from None
+    return text
+
+
+def task_value(text: str, task: str) -> int:
+    """The integer for ``task`` in ``N`` or ``TASK=N,...``."""
+    if "=" not in text:
+        return int(text)
+    values = dict(part.split("=", 1) for part in text.split(",") if part.strip())
+    return int(values[task])
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -55,9 +73,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--img-size", type=int, default=64, help="pretraining and fine-tuning input side")
     p.add_argument("--steps", type=int, default=1000, help="pretraining steps (echocare, MIM-only and HF peer)")
     p.add_argument("--batch", type=int, default=32, help="pretraining batch")
-    p.add_argument("--ft-steps", type=int, default=200, help="fine-tuning steps per run")
-    p.add_argument("--ft-eval-every", type=int, default=50,
-                   help="validate every N fine-tuning steps and keep the best weights (0 = the last weights)")
+    p.add_argument("--ft-steps", type=_per_task, default="segmentation=800,regression=200",
+                   help="fine-tuning steps per run: N, or TASK=N,... (head segmentation needs ~800 steps before "
+                        "100%% of the labels pull ahead of 10%%)")
+    p.add_argument("--ft-eval-every", type=_per_task, default="segmentation=100,regression=50",
+                   help="validate every N fine-tuning steps and keep the best weights (0 = the last weights); "
+                        "N or TASK=N,...")
     p.add_argument("--ft-batch", type=int, default=16, help="fine-tuning batch")
     p.add_argument("--seg-feature-size", type=int, default=8,
                    help="segmentation head width (model.head.feature_size); the recipe's 32 is sized for Swin-B")
@@ -181,12 +202,13 @@ def finetune_overrides(args: argparse.Namespace, task: str, data: Path, init: st
     from echocare.config import PretrainConfig, load_config
 
     pcfg = load_config(PretrainConfig, args.recipe, pretrain_overrides(args, data / "shards"))
+    steps = task_value(args.ft_steps, task)
     m = pcfg.model
     sets = [f"model.init={init}", f"model.name={m.name}", f"model.img_size={m.img_size}",
             f"model.patch_size={m.patch_size}", f"model.window_size={m.window_size}",
             f"data.train_fraction={frac}", "data.split_seed=0", f"train.seed={seed}",
-            f"train.max_steps={args.ft_steps}", f"train.batch_size={args.ft_batch}", f"train.eval_every={args.ft_eval_every}",
-            f"train.ckpt_every={args.ft_steps}",
+            f"train.max_steps={steps}", f"train.batch_size={args.ft_batch}",
+            f"train.eval_every={task_value(args.ft_eval_every, task)}", f"train.ckpt_every={steps}",
             "train.keep_last=1", "train.progress=false", "train.tensorboard=false", "optim.warmup_fraction=0.1",
             "data.num_workers=0", "eval.ci=false", f"train.precision={args.precision}"]
     if init == "random":

@@ -72,3 +72,20 @@ def test_transfer_smoke_outputs_consistent_and_resumable(tmp_path):
             "test_result.json").stat().st_mtime_ns == stamp
     changed = _run(out, "--steps", "4")
     assert changed.returncode == 2 and "other settings" in changed.stderr
+
+
+def test_fine_tuning_budgets_per_task():
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import transfer
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    args = transfer.parse_args(["--out", "x"])
+    assert transfer.task_value(args.ft_steps, "segmentation") == 800
+    assert transfer.task_value(args.ft_steps, "regression") == 200
+    args = transfer.parse_args(["--out", "x", "--ft-steps", "30", "--ft-eval-every", "segmentation=5,regression=0"])
+    assert [transfer.task_value(args.ft_steps, t) for t in transfer.TASKS] == [30, 30]
+    assert [transfer.task_value(args.ft_eval_every, t) for t in transfer.TASKS] == [5, 0]
+    for bad in ("segmentation=800", "lots", "segmentation=1,regression=x"):
+        with pytest.raises(SystemExit):
+            transfer.parse_args(["--out", "x", "--ft-steps", bad])
