@@ -84,14 +84,20 @@ class ThreadShare:
         self.threads = torch.get_num_threads()
         self._last = 0.0
 
-    def register(self) -> None:
-        """Write this process's file (atomically) and plan the threads once."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+    def register(self) -> bool:
+        """Write this process's file (atomically) and plan the threads once; False (and a warning) when the
+        registry cannot be written, in which case the threads stay as planned and training goes on."""
         record = {"pid": self.pid, "start": _start_time(self.pid), "cpus": sorted(self.cpus)}
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, self.path)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(record))
+            os.replace(tmp, self.path)
+        except OSError as err:
+            logger.warning("thread sharing off: cannot write %s (%s)", self.path, err)
+            return False
         self.rebalance()
+        return True
 
     def close(self) -> None:
         """Remove this process's file (the others take its cores at their next re-plan)."""

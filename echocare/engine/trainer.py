@@ -190,8 +190,8 @@ class Trainer:
         """
         session = self._start(task, data, resume, Evaluation(evaluate, eval_every, select_metric, lower_is_better))
         if self.train_cfg.share_threads and self.threads.source != "OMP_NUM_THREADS":
-            self.share = ThreadShare(self.threads.cores, cpu_set(), min_peers=self.threads.local_world_size)
-            self.share.register()
+            share = ThreadShare(self.threads.cores, cpu_set(), min_peers=self.threads.local_world_size)
+            self.share = share if share.register() else None
         try:
             with catch_stop_signals(self._stop):
                 self._loop(session)

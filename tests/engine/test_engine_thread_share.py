@@ -140,3 +140,10 @@ def test_trainer_gives_cores_to_a_peer_and_unregisters(tmp_path, monkeypatch, re
         _stop(peer)
         AcceleratorState._reset_state(True)
         GradientState._reset_state()
+
+
+def test_an_unwritable_registry_switches_sharing_off(tmp_path, restore_threads):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    share = ThreadShare(2, {0}, blocker / "threads")
+    assert share.register() is False  # a warning, no exception: training goes on with its planned threads
