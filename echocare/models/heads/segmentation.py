@@ -26,6 +26,8 @@ class SegmentationHead(UnetrPyramidDecoder):
         ce_weight: weight of cross-entropy in the loss.
         include_background: include class 0 in the Dice average.
         ignore_index: target value ignored by the loss.
+        image_stem: decode the finest scales from conv blocks on the image (SwinUNETR); False decodes
+            from backbone features only (see :mod:`echocare.models.heads.unetr`).
 
     Forward: ``features`` (list of NCHW maps), ``image`` (B, C, H, W) →
     ``{"logits": (B, K, H, W)}``. Targets for :meth:`loss`: ``{"mask": (B, H, W) long}``.
@@ -44,11 +46,12 @@ class SegmentationHead(UnetrPyramidDecoder):
         ce_weight: float = 1.0,
         include_background: bool = False,
         ignore_index: int = -100,
+        image_stem: bool = True,
     ) -> None:
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes counts background and must be >= 2, got {num_classes}")
-        self.build_decoder(feature_info, in_chans, num_classes, feature_size, norm_name, "segmentation")
+        self.build_decoder(feature_info, in_chans, num_classes, feature_size, norm_name, "segmentation", image_stem)
         self.num_classes = num_classes
         self.loss_kwargs = dict(
             dice_weight=dice_weight, ce_weight=ce_weight, include_background=include_background,

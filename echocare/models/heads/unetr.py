@@ -12,6 +12,11 @@ skip tensor:
 The deepest skip is upsampled by ``UnetrUpBlock`` (transposed conv ×2, concat skip, residual block) scale by
 scale back to full resolution, then ``UnetOutBlock`` maps to the output channels. Channels follow SwinUNETR:
 ``feature_size * max(1, s / 2)`` at scale ``s``.
+
+``image_stem=False`` drops the image path: the scales finer than the first backbone feature map get no skip
+and are reached by a transposed conv ×2 + residual block, so every output pixel is decoded from backbone
+features only (what a transfer benchmark needs to see the encoder; the default stem lets the head segment
+easy targets on its own).
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ class UnetrPyramidDecoder(nn.Module):
     """
 
     def build_decoder(self, feature_info: Any, in_chans: int, out_chans: int, feature_size: int,
-                      norm_name: str | tuple, what: str) -> None:
+                      norm_name: str | tuple, what: str, image_stem: bool = True) -> None:
         """Create ``spec``, ``in_chans``, ``scales``, ``sources``, ``encoders``, ``decoders`` and ``out``.
 
         Raises:
@@ -56,7 +61,10 @@ class UnetrPyramidDecoder(nn.Module):
         self.sources: list[tuple[str, int]] = []  # skip source per scale: ("image"|"feature"|"previous", index)
         encoders: list[nn.Module] = []
         for j, scale in enumerate(self.scales):
-            if scale == 1:
+            if not image_stem and scale < spec.reductions[0]:
+                self.sources.append(("none", -1))
+                encoders.append(nn.Identity())  # (keeps encoders[j] <-> scales[j])
+            elif scale == 1:
                 self.sources.append(("image", -1))
                 encoders.append(UnetrBasicBlock(2, in_chans, width(1), 3, 1, norm_name, res_block=True))
             elif scale in spec.reductions:
@@ -71,6 +79,7 @@ class UnetrPyramidDecoder(nn.Module):
         # decoders[j] lifts scale j+1 to scale j
         self.decoders = nn.ModuleList(
             UnetrUpBlock(2, width(self.scales[j + 1]), width(self.scales[j]), 3, 2, norm_name, res_block=True)
+            if self.sources[j][0] != "none" else _UpNoSkip(width(self.scales[j + 1]), width(self.scales[j]), norm_name)
             for j in range(len(self.scales) - 1)
         )
         self.out = UnetOutBlock(2, width(1), out_chans)
@@ -80,11 +89,28 @@ class UnetrPyramidDecoder(nn.Module):
         if image.ndim != 4 or image.shape[1] != self.in_chans:
             raise ValueError(f"image should be (B, {self.in_chans}, H, W), got {tuple(image.shape)}")
         check_features(features, self.spec, (image.shape[-2], image.shape[-1]))
-        skips: list[torch.Tensor] = []
+        skips: list[torch.Tensor | None] = []
         for (kind, idx), enc in zip(self.sources, self.encoders):
+            if kind == "none":
+                skips.append(None)
+                continue
             src = image if kind == "image" else features[idx] if kind == "feature" else skips[-1]
             skips.append(enc(src))  # (B, F_s, H/s, W/s)
         x = skips[-1]  # deepest scale
         for j in range(len(self.decoders) - 1, -1, -1):
-            x = self.decoders[j](x, skips[j])  # (B, F_j, H/s_j, W/s_j)
+            skip = skips[j]
+            x = self.decoders[j](x) if skip is None else self.decoders[j](x, skip)  # (B, F_j, H/s_j, W/s_j)
         return self.out(x)  # (B, out_chans, H, W)
+
+
+class _UpNoSkip(nn.Module):
+    """×2 upsampling without a skip: transposed conv, then a residual conv block (``image_stem=False``)."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm_name: str | tuple) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=2, stride=2, bias=False)
+        self.block = UnetrBasicBlock(2, out_channels, out_channels, 3, 1, norm_name, res_block=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C_in, h, w) -> (B, C_out, 2h, 2w)."""
+        return self.block(self.up(x))

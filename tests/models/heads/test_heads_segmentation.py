@@ -84,3 +84,20 @@ def test_segmentation_rejects_bad_config():
         head([torch.rand(1, 8, 4, 4), torch.rand(1, 16, 2, 2)], torch.rand(1, 3, 16, 16))
     with pytest.raises(KeyError, match="mask"):
         head.loss({"logits": torch.rand(1, 2, 16, 16)}, {"label": 1})
+
+
+def test_segmentation_without_image_stem_decodes_backbone_features_only(tiny_backbone, train,
+                                                                        assert_all_head_grads):
+    backbone = tiny_backbone()
+    head = create_head("segmentation", backbone.feature_info, num_classes=2, feature_size=8, image_stem=False)
+    assert [k for k, _ in head.sources] == ["none", "none", "feature", "feature", "feature", "feature"]
+    assert not any(k.startswith(("encoders.0.", "encoders.1.")) for k in head.state_dict())  # no image path
+    feats = [torch.rand(1, c, 64 // r, 64 // r) for c, r in zip(head.spec.channels, head.spec.reductions)]
+    a = head(feats, torch.zeros(1, 1, 64, 64))["logits"]
+    b = head(feats, torch.rand(1, 1, 64, 64))["logits"]
+    assert a.shape == (1, 2, 64, 64) and torch.equal(a, b)  # the image only fixes the output size
+    model = FinetuneModel(backbone, head)
+    images, masks = disk_batch()
+    losses = train(model, images, {"mask": masks}, lr=3e-3)
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert_all_head_grads(model, images, {"mask": masks})
