@@ -17,7 +17,9 @@ Given an unlabeled image pool and a labeled downstream set in the HC18 layout (`
    ``label_efficiency_<task>.png``.
 
 Finished steps are reused when the command is run again with the same settings (a different setting in the
-same --out is an error). The echocare verbs run in this process through ``echocare.cli.main``.
+same --out is an error). The echocare verbs run through ``echocare.cli.main``: in this process, or with
+``--jobs N`` in N worker processes at once (the pretrainings together, then the fine-tuning cells; on one GPU the
+small models leave it mostly idle, so several runs share it well; on a CPU the runs share the cores).
 
 Examples::
 
@@ -31,9 +33,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
+import os
 import shlex
 import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 INITS = ("random", "echocare", "echocare_mim", "hf_simmim")
@@ -94,7 +100,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", default="fp32", choices=("auto", "bf16", "fp32"),
                    help="train.precision of every run (fp32 on CPUs: their bf16 autocast is often emulated)")
     p.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples per paired CI")
-    return p.parse_args(argv)
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs at once, each in its own process (1 = all in this process); results do not depend on it")
+    args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {args.jobs}")
+    return args
 
 
 def _cli(argv: list[str], what: str) -> None:
@@ -166,35 +177,67 @@ def _pretrain_summary(run: Path) -> dict:
             "hie_collapsed": f"yes, below 1e-3 at step {collapsed}" if collapsed is not None else "no"}
 
 
-def pretrain_all(args: argparse.Namespace, out: Path, inits: list[str]) -> tuple[dict, dict]:
-    """Pretrain + export every pretrained init; returns ``({init: encoder path}, {init: loss summary})``."""
+def _pretrain_one(args: argparse.Namespace, out: Path, init: str) -> Path:
+    """Pretrain and export one init (reused when its encoder exists); returns the encoder path."""
     from echocare.config import PretrainConfig, load_config
 
-    shards = out / "data" / "shards"
-    sets = pretrain_overrides(args, shards)
-    encoders, summary = {}, {}
-    for init, extra in (("echocare", []), ("echocare_mim", ["model.hie_weight=0"])):
-        if init not in inits:
-            continue
-        run = out / "pretrain" / init
-        enc = run / "encoder.safetensors"
-        if not enc.is_file():
-            argv = ["pretrain", "--config", args.recipe, "--output-dir", str(run), "--resume", "auto"]
-            for s in [*sets, *extra]:
-                argv += ["--set", s]
-            _cli(argv, f"pretrain {init}")
-            _cli(["export", str(run), "--out", str(enc)], f"export {init}")
-        encoders[init], summary[init] = enc, _pretrain_summary(run)
-    if "hf_simmim" in inits:
+    sets = pretrain_overrides(args, out / "data" / "shards")
+    run = out / "pretrain" / init
+    enc = run / "encoder.safetensors"
+    if enc.is_file():
+        return enc
+    if init == "hf_simmim":
         from transfer_hf import pretrain_hf_peer
 
-        run = out / "pretrain" / "hf_simmim"
-        enc = run / "encoder.safetensors"
-        if not enc.is_file():
-            cfg = load_config(PretrainConfig, args.recipe, [*sets, "model.hie_weight=0"])
-            pretrain_hf_peer(cfg, run)
-        encoders["hf_simmim"], summary["hf_simmim"] = enc, _pretrain_summary(run)
-    return encoders, summary
+        pretrain_hf_peer(load_config(PretrainConfig, args.recipe, [*sets, "model.hie_weight=0"]), run)
+        return enc
+    argv = ["pretrain", "--config", args.recipe, "--output-dir", str(run), "--resume", "auto"]
+    for s in [*sets, *(["model.hie_weight=0"] if init == "echocare_mim" else [])]:
+        argv += ["--set", s]
+    _cli(argv, f"pretrain {init}")
+    _cli(["export", str(run), "--out", str(enc)], f"export {init}")
+    return enc
+
+
+def _worker_init(threads: int) -> None:
+    """A worker process: the parent's log format, and its share of the cores (the trainer's thread sharing
+    adjusts this further while it trains)."""
+    import torch
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(threads)
+
+
+def run_jobs(jobs: int, fn: Callable, calls: list[tuple]) -> list:
+    """``[fn(*c) for c in calls]``, in ``jobs`` spawned processes when ``jobs > 1``. Every call runs even when
+    one fails; the failures are raised together at the end."""
+    if jobs <= 1 or len(calls) <= 1:
+        return [fn(*c) for c in calls]
+    results: list = [None] * len(calls)
+    errors = []
+    threads = max(1, (os.cpu_count() or 1) // min(jobs, len(calls)))
+    ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold CUDA or OpenMP state
+    with ProcessPoolExecutor(max_workers=min(jobs, len(calls)), mp_context=ctx, initializer=_worker_init,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(fn, *c): i for i, c in enumerate(calls)}
+        for fut in as_completed(futures):
+            i = futures[fut]
+            try:
+                results[i] = fut.result()
+            except Exception as err:  # noqa: BLE001 - collected and raised below
+                logger.error("%s%s failed: %s", fn.__name__, calls[i][2:], err)
+                errors.append(f"{calls[i][2:]}: {err}")
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {len(calls)} runs failed: " + "; ".join(errors))
+    return results
+
+
+def pretrain_all(args: argparse.Namespace, out: Path, inits: list[str]) -> tuple[dict, dict]:
+    """Pretrain + export every pretrained init; returns ``({init: encoder path}, {init: loss summary})``."""
+    todo = [i for i in ("echocare", "echocare_mim", "hf_simmim") if i in inits]
+    paths = run_jobs(args.jobs, _pretrain_one, [(args, out, i) for i in todo])
+    encoders = dict(zip(todo, paths))
+    return encoders, {i: _pretrain_summary(out / "pretrain" / i) for i in todo}
 
 
 def finetune_overrides(args: argparse.Namespace, task: str, data: Path, init: str, frac: float, seed: int) -> list[str]:
@@ -225,37 +268,42 @@ def finetune_overrides(args: argparse.Namespace, task: str, data: Path, init: st
     return [*sets, *args.ft_set]
 
 
-def finetune_all(args: argparse.Namespace, out: Path, encoders: dict, inits: list[str]) -> dict:
-    """Every (task, init, fraction, seed) run: fine-tune, evaluate on test, per-image scores (reused when done)."""
+def _finetune_one(args: argparse.Namespace, out: Path, task: str, init: str, frac: float, seed: int,
+                  weights: str) -> Path:
+    """One (task, init, fraction, seed) cell: fine-tune, evaluate on test, per-image scores (reused when done)."""
     from transfer_report import per_image_scores
 
     data = out / "data"
-    runs = {}
+    run = out / "finetune" / task / init / f"frac-{frac * 100:g}" / f"seed-{seed}"
+    done = run / "test_result.json"
+    if done.is_file():
+        return done
+    if not (run / "metrics.json").is_file():
+        argv = ["finetune", "--config", str(REPO / "recipes" / "finetune" / f"{task}.yaml"),
+                "--output-dir", str(run), "--resume", "auto"]
+        for s in finetune_overrides(args, task, data, weights, frac, seed):
+            argv += ["--set", s]
+        _cli(argv, f"finetune {task} {init} {frac} {seed}")
+    test = data / "test" if task == "segmentation" else data / "test" / "values.csv"
+    _cli(["evaluate", "--checkpoint", str(run), "--data", str(test), "--out",
+          str(run / "test_metrics.json"), "--set", "eval.ci=false"], f"evaluate {run}")
+    headline = json.loads((run / "test_metrics.json").read_text())["headline"]
+    scores = per_image_scores(run, task, data / "test")
+    done.write_text(json.dumps({"headline": headline, "per_image": scores}))
+    return done
+
+
+def finetune_all(args: argparse.Namespace, out: Path, encoders: dict, inits: list[str]) -> dict:
+    """Every (task, init, fraction, seed) cell, ``--jobs`` at a time; returns ``{cell: test result}``."""
     fractions = [float(f) for f in args.fractions.split(",")]
+    cells = []
     for task in [t for t in args.tasks.split(",") if t]:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-        for init in inits:
-            for frac in fractions:
-                for seed in range(args.seeds):
-                    run = out / "finetune" / task / init / f"frac-{frac * 100:g}" / f"seed-{seed}"
-                    done = run / "test_result.json"
-                    if not done.is_file():
-                        weights = "random" if init == "random" else str(encoders[init])
-                        if not (run / "metrics.json").is_file():
-                            argv = ["finetune", "--config", str(REPO / "recipes" / "finetune" / f"{task}.yaml"),
-                                    "--output-dir", str(run), "--resume", "auto"]
-                            for s in finetune_overrides(args, task, data, weights, frac, seed):
-                                argv += ["--set", s]
-                            _cli(argv, f"finetune {task} {init} {frac} {seed}")
-                        test = data / "test" if task == "segmentation" else data / "test" / "values.csv"
-                        _cli(["evaluate", "--checkpoint", str(run), "--data", str(test), "--out",
-                              str(run / "test_metrics.json"), "--set", "eval.ci=false"], f"evaluate {run}")
-                        headline = json.loads((run / "test_metrics.json").read_text())["headline"]
-                        scores = per_image_scores(run, task, data / "test")
-                        done.write_text(json.dumps({"headline": headline, "per_image": scores}))
-                    runs[(task, init, frac, seed)] = json.loads(done.read_text())
-    return runs
+        cells += [(task, init, frac, seed) for init in inits for frac in fractions for seed in range(args.seeds)]
+    calls = [(args, out, *c, "random" if c[1] == "random" else str(encoders[c[1]])) for c in cells]
+    paths = run_jobs(args.jobs, _finetune_one, calls)
+    return {c: json.loads(p.read_text()) for c, p in zip(cells, paths)}
 
 
 def main(argv: list[str] | None = None) -> int:
