@@ -93,11 +93,13 @@ def pretrain_hf_peer(cfg, out_dir: Path, log_every: int = 10) -> Path:
     from echocare.engine.optim import build_optimizer, build_param_groups
     from echocare.engine.distributed import resolve_precision
     from echocare.engine.schedule import lr_factor
+    from echocare.engine.threads import configure_threads
     from echocare.jobs.pretrain import build_pretrain_loader
 
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.train.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    configure_threads(accelerator=device.type != "cpu")  # the rule echocare's trainer follows
     mixed = resolve_precision(cfg.train.precision, device.type)  # the same rule as echocare's trainer
     if mixed == "fp16":
         raise ValueError("HF peer: train.precision=fp16 is not supported here; use auto, bf16 or fp32")

@@ -70,15 +70,18 @@ class ThreadShare:
         every_s: Seconds between two re-plans in :meth:`poll`.
         min_peers: Processes known to share the cores anyway (the launch's local world size), counted
             even before they have registered.
+        max_threads: Never more than this many threads (the accelerator cap of
+            :func:`echocare.engine.threads.plan_threads`); None = no cap.
     """
 
     def __init__(self, cores: int, cpus: set[int], directory: str | Path | None = None,
-                 every_s: float = 2.0, min_peers: int = 1) -> None:
+                 every_s: float = 2.0, min_peers: int = 1, max_threads: int | None = None) -> None:
         self.cores = max(1, cores)
         self.cpus = set(cpus)
         self.dir = Path(directory) if directory is not None else default_share_dir()
         self.every_s = every_s
         self.min_peers = max(1, min_peers)
+        self.max_threads = max_threads
         self.pid = os.getpid()
         self.path = self.dir / f"{self.pid}.json"
         self.threads = torch.get_num_threads()
@@ -122,7 +125,8 @@ class ThreadShare:
         return n
 
     def rebalance(self) -> int:
-        """Set this process's intra-op threads to ``cores // peers`` (at least 1); returns the count."""
+        """Set this process's intra-op threads to ``cores // peers`` (at least 1, at most ``max_threads``);
+        returns the count."""
         self._last = time.monotonic()
         try:
             n = self.peers()
@@ -130,6 +134,8 @@ class ThreadShare:
             logger.debug("thread registry %s unreadable: %s", self.dir, err)
             return self.threads
         threads = max(1, self.cores // max(n, self.min_peers))
+        if self.max_threads is not None:
+            threads = min(threads, self.max_threads)
         if threads != self.threads:
             torch.set_num_threads(threads)
             logger.info("intra-op threads: %d -> %d (%d echocare training(s) share %d cores)", self.threads,

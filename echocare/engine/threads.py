@@ -10,6 +10,13 @@ Rule (:func:`plan_threads`): ``OMP_NUM_THREADS`` when set (a positive integer), 
 is ``LOCAL_WORLD_SIZE`` (set by torchrun and ``accelerate launch``). Note torchrun sets
 ``OMP_NUM_THREADS=1`` for multi-process launches when it is unset; that value is respected.
 
+Next to an accelerator (the model on a GPU) the count is capped at :data:`ACCELERATOR_THREADS`: the training
+process then only launches kernels and does small host-side tensor work, and its extra OpenMP threads spin on
+the cores that the DataLoader workers need. Measured on one H200 with 16 cores (docs/performance.md, "GPU"):
+the small recipe at 128 px ran at ~1000 img/s with 2 threads and ~900 with 16; three such runs at once, each
+at 2 threads, kept ~1000 img/s each, while two runs at 16 and 5 threads (with 3 loader workers each) fell to
+~47 img/s.
+
 Spinning: the OpenMP runtime in the pip torch wheels (GNU libgomp) reads ``OMP_WAIT_POLICY`` and
 ``GOMP_SPINCOUNT`` once, when it is loaded (at ``import torch``), so they cannot be changed for a running
 process. :func:`configure_threads` exports ``OMP_WAIT_POLICY=PASSIVE`` (unless set) for processes started
@@ -34,10 +41,13 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ThreadPlan", "available_cores", "configure_threads", "cgroup_cpu_limit", "cpu_set", "local_world_size",
+__all__ = ["ACCELERATOR_THREADS", "ThreadPlan", "available_cores", "configure_threads", "cgroup_cpu_limit", "cpu_set", "local_world_size",
            "plan_threads"]
 
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+#: Intra-op threads of a training process whose model runs on an accelerator (see the module docstring).
+ACCELERATOR_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,7 @@ class ThreadPlan:
     threads: int  # intra-op threads of this process
     cores: int  # cores available to this process
     local_world_size: int  # processes sharing them
-    source: str  # "OMP_NUM_THREADS" or "cores/local_world_size"
+    source: str  # "OMP_NUM_THREADS", "cores/local_world_size" or "accelerator cap"
 
 
 def cgroup_cpu_limit(path: Path = CGROUP_CPU_MAX) -> int | None:
@@ -95,13 +105,15 @@ def local_world_size(env: Mapping[str, str] | None = None) -> int:
         return 1
 
 
-def plan_threads(cores: int, local_world: int, env: Mapping[str, str] | None = None) -> ThreadPlan:
+def plan_threads(cores: int, local_world: int, env: Mapping[str, str] | None = None,
+                 accelerator: bool = False) -> ThreadPlan:
     """Intra-op threads for one process (pure arithmetic, see the module docstring).
 
     Args:
         cores: cores available to this process.
         local_world: processes sharing them.
         env: environment (default ``os.environ``); a positive integer ``OMP_NUM_THREADS`` wins.
+        accelerator: the model runs on an accelerator: at most :data:`ACCELERATOR_THREADS`.
     """
     env = os.environ if env is None else env
     raw = env.get("OMP_NUM_THREADS", "").strip()
@@ -113,13 +125,20 @@ def plan_threads(cores: int, local_world: int, env: Mapping[str, str] | None = N
         if n > 0:
             return ThreadPlan(n, cores, local_world, "OMP_NUM_THREADS")
         logger.warning("ignoring OMP_NUM_THREADS=%r (not a positive integer)", raw)
-    return ThreadPlan(max(1, cores // max(1, local_world)), cores, local_world, "cores/local_world_size")
+    share = max(1, cores // max(1, local_world))
+    if accelerator and share > ACCELERATOR_THREADS:
+        return ThreadPlan(ACCELERATOR_THREADS, cores, local_world, "accelerator cap")
+    return ThreadPlan(share, cores, local_world, "cores/local_world_size")
 
 
-def configure_threads() -> ThreadPlan:
+def configure_threads(accelerator: bool = False) -> ThreadPlan:
     """Apply :func:`plan_threads` to this process (``torch.set_num_threads``) and export
-    ``OMP_WAIT_POLICY=PASSIVE`` for processes started later. Idempotent; call at trainer / job start."""
-    plan = plan_threads(available_cores(), local_world_size())
+    ``OMP_WAIT_POLICY=PASSIVE`` for processes started later. Idempotent; call at trainer / job start.
+
+    Args:
+        accelerator: the model runs on an accelerator (caps the threads, see the module docstring).
+    """
+    plan = plan_threads(available_cores(), local_world_size(), accelerator=accelerator)
     if torch.get_num_threads() != plan.threads:
         torch.set_num_threads(plan.threads)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -84,7 +84,7 @@ from echocare.engine.state import (
     flatten_config,
 )
 from echocare.engine.thread_share import ThreadShare
-from echocare.engine.threads import configure_threads, cpu_set
+from echocare.engine.threads import ACCELERATOR_THREADS, configure_threads, cpu_set
 from echocare.engine.validation import run_validation, write_panels
 from echocare.engine.viz import plot_loss_curve
 
@@ -125,9 +125,10 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.batch_size_key = batch_size_key
-        self.threads = configure_threads()  # intra-op threads = cores available / local processes
-        self.share: ThreadShare | None = None  # registered while fit() runs (see engine/thread_share.py)
         self.accelerator = make_accelerator(train.precision, train.grad_accum, project_dir=str(self.run_dir))
+        # intra-op threads = cores available / local processes (at most 2 next to a GPU: engine/threads.py)
+        self.threads = configure_threads(accelerator=self.accelerator.device.type != "cpu")
+        self.share: ThreadShare | None = None  # registered while fit() runs (see engine/thread_share.py)
         self.derived = derive_schedule(train, optim, self.accelerator.num_processes)
         self.ckpt = CheckpointManager(self.run_dir / "checkpoints", keep_last=train.keep_last)
         self.config_flat = flatten_config(config) if config is not None else None
@@ -190,7 +191,9 @@ class Trainer:
         """
         session = self._start(task, data, resume, Evaluation(evaluate, eval_every, select_metric, lower_is_better))
         if self.train_cfg.share_threads and self.threads.source != "OMP_NUM_THREADS":
-            share = ThreadShare(self.threads.cores, cpu_set(), min_peers=self.threads.local_world_size)
+            cap = ACCELERATOR_THREADS if self.accelerator.device.type != "cpu" else None
+            share = ThreadShare(self.threads.cores, cpu_set(), min_peers=self.threads.local_world_size,
+                                max_threads=cap)
             self.share = share if share.register() else None
         try:
             with catch_stop_signals(self._stop):

@@ -65,7 +65,7 @@ def test_transfer_smoke_outputs_consistent_and_resumable(tmp_path):
     assert "echocare − random" in md and "Gap closed" in md and "## Pretraining" in md
 
     stamp = (out / "finetune" / "segmentation" / "echocare" / "frac-100" / "seed-0" / "test_result.json").stat().st_mtime_ns
-    again = _run(out)  # resumable: finished runs are reused, the report is rewritten
+    again = _run(out, "--jobs", "2")  # resumable: finished runs are reused (also by spawned workers), report rewritten
     assert again.returncode == 0, again.stderr[-3000:]
     assert "echocare finetune" not in again.stderr and "echocare pretrain" not in again.stderr
     assert (out / "finetune" / "segmentation" / "echocare" / "frac-100" / "seed-0" /
@@ -74,12 +74,28 @@ def test_transfer_smoke_outputs_consistent_and_resumable(tmp_path):
     assert changed.returncode == 2 and "other settings" in changed.stderr
 
 
-def test_fine_tuning_budgets_per_task():
+def _transfer_module():
     sys.path.insert(0, str(REPO / "bench"))
     try:
         import transfer
     finally:
         sys.path.remove(str(REPO / "bench"))
+    return transfer
+
+
+def test_run_jobs_spawns_workers_keeps_order_and_collects_failures(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "bench"))  # as when run as a script: workers import the module
+    run_jobs = _transfer_module().run_jobs
+    assert run_jobs(1, divmod, [(7, 2), (9, 4)]) == [(3, 1), (2, 1)]  # in this process
+    pids = run_jobs(2, os.getpid, [(), (), ()])
+    assert len(pids) == 3 and os.getpid() not in pids  # every call in a worker process
+    assert run_jobs(2, divmod, [(7, 2), (9, 4), (5, 5)]) == [(3, 1), (2, 1), (1, 0)]
+    with pytest.raises(RuntimeError, match="1 of 3 runs failed"):
+        run_jobs(2, divmod, [(7, 2), (1, 0), (5, 5)])  # the other two still ran
+
+
+def test_fine_tuning_budgets_per_task():
+    transfer = _transfer_module()
     args = transfer.parse_args(["--out", "x"])
     assert transfer.task_value(args.ft_steps, "segmentation") == 800
     assert transfer.task_value(args.ft_steps, "regression") == 200

@@ -90,6 +90,13 @@ def test_min_peers_counts_the_launch_before_it_registers(tmp_path, restore_threa
     share.close()
 
 
+def test_max_threads_caps_the_share(tmp_path, restore_threads):
+    share = ThreadShare(16, {0}, tmp_path, max_threads=2)  # alone on 16 cores, next to a GPU
+    share.register()
+    assert share.threads == 2 and torch.get_num_threads() == 2
+    share.close()
+
+
 def test_poll_replans_only_every_few_seconds(tmp_path, restore_threads):
     share = ThreadShare(2, {0}, tmp_path, every_s=3600)
     share.register()

@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from echocare.engine.threads import (available_cores, cgroup_cpu_limit, configure_threads, local_world_size,
+from echocare.engine.threads import (ACCELERATOR_THREADS, available_cores, cgroup_cpu_limit, configure_threads, local_world_size,
                                      plan_threads)
 
 
@@ -16,6 +16,14 @@ def test_cores_are_divided_among_local_processes():
     assert plan_threads(16, 3, env={}).threads == 5  # floor, never oversubscribe
     assert plan_threads(2, 8, env={}).threads == 1  # never zero
     assert plan_threads(16, 4, env={}).source == "cores/local_world_size"
+
+
+def test_next_to_an_accelerator_the_threads_are_capped():
+    plan = plan_threads(16, 1, env={}, accelerator=True)
+    assert (plan.threads, plan.source) == (ACCELERATOR_THREADS, "accelerator cap")
+    assert plan_threads(16, 16, env={}, accelerator=True).threads == 1  # the cores' share is smaller: kept
+    assert plan_threads(16, 16, env={}, accelerator=True).source == "cores/local_world_size"
+    assert plan_threads(16, 1, env={"OMP_NUM_THREADS": "12"}, accelerator=True).threads == 12  # the user decided
 
 
 def test_omp_num_threads_is_respected_and_garbage_ignored():
