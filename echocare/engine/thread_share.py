@@ -14,6 +14,11 @@ their solo speed. :class:`ThreadShare` lets them find each other:
 
 It is switched off when ``OMP_NUM_THREADS`` is set (the user decided) and with ``train.share_threads:
 false``. Processes other than echocare trainings are not seen.
+
+The registry lives in a shared temporary directory, so it must be private: its folders are created with mode
+0700 (group/other write bits of ours are removed), and a folder that is not a real directory owned by this user
+(another local user could pre-create ``echocare-<uid>`` to plant files that lower our thread count) switches
+the sharing off with a warning.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -29,13 +35,28 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ThreadShare", "default_share_dir"]
+__all__ = ["ThreadShare", "default_share_dir", "private_dir"]
 
 
 def default_share_dir() -> Path:
     """``$TMPDIR/echocare-<uid>/threads``: one registry per user and machine."""
     uid = os.getuid() if hasattr(os, "getuid") else 0
     return Path(tempfile.gettempdir()) / f"echocare-{uid}" / "threads"
+
+
+def private_dir(path: Path) -> str | None:
+    """Create ``path`` (mode 0700) if missing and make sure only this user can write it; returns why it is
+    unsafe (a link or non-directory, another owner), or None. Group/other write bits of our own folder are
+    removed."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.lstat()
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{path} is not a directory (a link?)"
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        return f"{path} belongs to uid {st.st_uid}, not to this user (uid {os.getuid()})"
+    if st.st_mode & 0o022:
+        os.chmod(path, stat.S_IMODE(st.st_mode) & ~0o022)
+    return None
 
 
 def _start_time(pid: int) -> str | None:
@@ -66,7 +87,8 @@ class ThreadShare:
     Args:
         cores: Cores available to this process (the budget to share).
         cpus: Its CPU set (registrations with a disjoint set do not count).
-        directory: Registry directory (default :func:`default_share_dir`).
+        directory: Registry directory (default :func:`default_share_dir`, whose parent ``echocare-<uid>`` is
+            checked too).
         every_s: Seconds between two re-plans in :meth:`poll`.
         min_peers: Processes known to share the cores anyway (the launch's local world size), counted
             even before they have registered.
@@ -79,6 +101,8 @@ class ThreadShare:
         self.cores = max(1, cores)
         self.cpus = set(cpus)
         self.dir = Path(directory) if directory is not None else default_share_dir()
+        # folders that must be private: the registry, and for the default one also its echocare-<uid> parent
+        self._private = [self.dir] if directory is not None else [self.dir.parent, self.dir]
         self.every_s = every_s
         self.min_peers = max(1, min_peers)
         self.max_threads = max_threads
@@ -93,7 +117,11 @@ class ThreadShare:
         record = {"pid": self.pid, "start": _start_time(self.pid), "cpus": sorted(self.cpus)}
         tmp = self.path.with_suffix(".tmp")
         try:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            for folder in self._private:
+                unsafe = private_dir(folder)
+                if unsafe:
+                    logger.warning("thread sharing off: %s", unsafe)
+                    return False
             tmp.write_text(json.dumps(record))
             os.replace(tmp, self.path)
         except OSError as err:

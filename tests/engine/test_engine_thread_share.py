@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ from torch import nn
 from echocare.config import OptimConfig, TrainConfig
 from echocare.engine import Trainer
 from echocare.engine import thread_share
-from echocare.engine.thread_share import ThreadShare
+from echocare.engine.thread_share import ThreadShare, private_dir
 
 PEER = """
 import sys, time
@@ -154,3 +155,26 @@ def test_an_unwritable_registry_switches_sharing_off(tmp_path, restore_threads):
     blocker.write_text("not a directory")
     share = ThreadShare(2, {0}, blocker / "threads")
     assert share.register() is False  # a warning, no exception: training goes on with its planned threads
+
+
+def test_the_registry_is_private_to_this_user(tmp_path, restore_threads, monkeypatch):
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    loose.chmod(0o777)
+    share = ThreadShare(2, {0}, loose)
+    assert share.register() is True
+    assert stat.S_IMODE(loose.stat().st_mode) & 0o022 == 0  # our folder: group/other write removed
+    share.close()
+    fresh = tmp_path / "fresh" / "threads"
+    assert private_dir(fresh) is None and stat.S_IMODE(fresh.stat().st_mode) == 0o700
+
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    assert "not a directory" in private_dir(tmp_path / "link")
+    assert ThreadShare(2, {0}, tmp_path / "link").register() is False
+    assert not list(target.iterdir())  # nothing written through the link
+
+    monkeypatch.setattr(os, "getuid", lambda: 12345)  # as if the folder belonged to another user
+    other = ThreadShare(2, {0}, loose)
+    assert other.register() is False and not list(loose.glob("*.json"))
