@@ -34,7 +34,6 @@ import argparse
 import json
 import logging
 import multiprocessing
-import os
 import shlex
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -215,7 +214,9 @@ def run_jobs(jobs: int, fn: Callable, calls: list[tuple]) -> list:
         return [fn(*c) for c in calls]
     results: list = [None] * len(calls)
     errors = []
-    threads = max(1, (os.cpu_count() or 1) // min(jobs, len(calls)))
+    from echocare.engine.threads import available_cores
+
+    threads = max(1, available_cores() // min(jobs, len(calls)))
     ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold CUDA or OpenMP state
     with ProcessPoolExecutor(max_workers=min(jobs, len(calls)), mp_context=ctx, initializer=_worker_init,
                              initargs=(threads,)) as pool:

@@ -127,7 +127,8 @@ class Trainer:
         self.batch_size_key = batch_size_key
         self.accelerator = make_accelerator(train.precision, train.grad_accum, project_dir=str(self.run_dir))
         # intra-op threads = cores available / local processes (at most 2 next to a GPU: engine/threads.py)
-        self.threads = configure_threads(accelerator=self.accelerator.device.type != "cpu")
+        self.on_accelerator = self.accelerator.device.type != "cpu"
+        self.threads = configure_threads(accelerator=self.on_accelerator)
         self.share: ThreadShare | None = None  # registered while fit() runs (see engine/thread_share.py)
         self.derived = derive_schedule(train, optim, self.accelerator.num_processes)
         self.ckpt = CheckpointManager(self.run_dir / "checkpoints", keep_last=train.keep_last)
@@ -191,7 +192,7 @@ class Trainer:
         """
         session = self._start(task, data, resume, Evaluation(evaluate, eval_every, select_metric, lower_is_better))
         if self.train_cfg.share_threads and self.threads.source != "OMP_NUM_THREADS":
-            cap = ACCELERATOR_THREADS if self.accelerator.device.type != "cpu" else None
+            cap = ACCELERATOR_THREADS if self.on_accelerator else None
             share = ThreadShare(self.threads.cores, cpu_set(), min_peers=self.threads.local_world_size,
                                 max_threads=cap)
             self.share = share if share.register() else None
