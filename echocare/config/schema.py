@@ -94,6 +94,10 @@ class DataConfig:
     mask_patch_size: int = _f(32, "SimMIM mask block size in pixels (multiple of model.patch_size).")
     mask_ratio: float = _f(0.5, "Fraction of mask blocks hidden from the encoder.")
     augment: bool = _f(True, "Random flips/crops/weak colour jitter (report §4).")
+    fit: Literal["crop", "stretch"] = _f(
+        "crop", "Non-square frames: 'crop' = centre square, aspect kept; 'stretch' = whole frame resized to the "
+        "square, as fine-tuning reads images."
+    )
     shuffle_buffer: int = _f(1000, "Sample shuffle buffer per worker.")
     resampled: bool = _f(False, "Draw shards with replacement (endless; best for many ranks/nodes).")
     epoch_length: Optional[int] = _f(

@@ -84,8 +84,8 @@ class PretrainStream(IterableDataset):
         index: path to (or dict of) ``index.json`` when it is not next to the shards.
         verify: check each shard's sha256 against ``index.json`` before reading it (a mismatching shard
             is skipped whole, its samples counted under ``checksum-mismatch``).
-        hflip_p, vflip_p, crop_p, crop_scale, crop_ratio, jitter_p, brightness, contrast: augmentation
-            settings (see :class:`echocare.data.transforms.PretrainAugment`).
+        hflip_p, vflip_p, crop_p, crop_scale, crop_ratio, jitter_p, brightness, contrast, fit: augmentation
+            and framing settings (see :class:`echocare.data.transforms.PretrainAugment`).
 
     Raises:
         ValueError / FileNotFoundError: for bad shard specs, geometry or weights (naming the culprit).
@@ -98,7 +98,7 @@ class PretrainStream(IterableDataset):
                  rank: int | None = None, world_size: int | None = None, index: Any = None, verify: bool = False,
                  hflip_p: float = 0.5, vflip_p: float = 0.5, crop_p: float = 0.5,
                  crop_scale: Sequence[float] = (0.67, 1.0), crop_ratio: Sequence[float] = (3 / 4, 4 / 3),
-                 jitter_p: float = 0.2, brightness: float = 0.2, contrast: float = 0.2) -> None:
+                 jitter_p: float = 0.2, brightness: float = 0.2, contrast: float = 0.2, fit: str = "crop") -> None:
         super().__init__()
         self.urls = expand_shards(shards)
         self.index = locate_index(shards, self.urls, index)
@@ -119,7 +119,7 @@ class PretrainStream(IterableDataset):
         self.epoch = 0
         self.masker = MaskGenerator(img_size, patch_size, mask_patch_size, mask_ratio)
         self.augmenter = PretrainAugment(img_size, augment, hflip_p, vflip_p, crop_p, crop_scale, crop_ratio,
-                                         jitter_p, brightness, contrast)
+                                         jitter_p, brightness, contrast, fit)
         if resampled and (epoch_length is None or int(epoch_length) <= 0):
             raise ValueError(f"resampled=True needs a positive epoch_length (samples per rank), got {epoch_length}")
         if epoch_length is not None and int(epoch_length) <= 0:

@@ -4,6 +4,12 @@ Report §4 ("Pretraining settings"): random vertical flip (p=0.5), random horizo
 random crop (p=0.5), weak colour jitter (p=0.2). Images here are single-channel, so the jitter is
 brightness + contrast only (saturation and hue do not exist for grayscale).
 
+How a non-square frame becomes a square input is ``fit``: ``"crop"`` (the default) keeps the aspect and
+takes the centre square (random crops have aspect ratios ``crop_ratio`` in pixels); ``"stretch"`` resizes
+the whole frame to the square, as the fine-tuning readers do (random crops take ``crop_scale`` of the
+frame's area with aspect ratios ``crop_ratio`` *relative to the frame*, so objects keep the proportions
+they have in fine-tuning).
+
 All random numbers of a batch are drawn at once, ``torch.rand(B, 10)`` from one generator, in a fixed
 layout, so a batch's augmentation depends only on that generator's seed (never on the flags or on
 the image sizes). Cropping and resizing work on uint8; flips, float conversion and jitter are done
@@ -21,6 +27,7 @@ import torch.nn.functional as F
 # column layout of the per-batch random matrix
 _HFLIP, _VFLIP, _CROP, _SCALE, _RATIO, _X, _Y, _JITTER, _BRIGHT, _CONTRAST = range(10)
 NUM_RANDOM = 10
+FITS = ("crop", "stretch")
 
 
 def to_unit_float(x: torch.Tensor) -> torch.Tensor:
@@ -54,17 +61,22 @@ class PretrainAugment:
         jitter_p: probability of brightness/contrast jitter.
         brightness: factor drawn from ``[1 - brightness, 1 + brightness]``.
         contrast: factor drawn from ``[1 - contrast, 1 + contrast]`` (blend towards the image mean).
+        fit: ``"crop"`` (centre square, aspect kept) or ``"stretch"`` (whole frame resized to the square,
+            like the fine-tuning readers); see the module docstring.
 
     Raises:
-        ValueError: for probabilities outside [0, 1] or malformed ranges.
+        ValueError: for probabilities outside [0, 1], malformed ranges or an unknown ``fit``.
     """
 
     def __init__(self, img_size: int = 256, augment: bool = True, hflip_p: float = 0.5, vflip_p: float = 0.5,
                  crop_p: float = 0.5, crop_scale: Sequence[float] = (0.67, 1.0),
                  crop_ratio: Sequence[float] = (3 / 4, 4 / 3), jitter_p: float = 0.2,
-                 brightness: float = 0.2, contrast: float = 0.2) -> None:
+                 brightness: float = 0.2, contrast: float = 0.2, fit: str = "crop") -> None:
         if not isinstance(img_size, int) or img_size <= 0:
             raise ValueError(f"img_size must be a positive int, got {img_size!r}")
+        if fit not in FITS:
+            raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
+        self.fit = fit
         self.img_size = img_size
         self.augment = bool(augment)
         self.hflip_p = _check_prob("hflip_p", hflip_p)
@@ -81,15 +93,21 @@ class PretrainAugment:
     def crop_box(self, height: int, width: int, u: torch.Tensor) -> tuple[int, int, int, int]:
         """Crop ``(top, left, h, w)`` for one image from its row ``u`` of the random matrix."""
         if self.augment and float(u[_CROP]) < self.crop_p:
-            area = height * width
             scale = self.crop_scale[0] + float(u[_SCALE]) * (self.crop_scale[1] - self.crop_scale[0])
             log_lo, log_hi = math.log(self.crop_ratio[0]), math.log(self.crop_ratio[1])
             ratio = math.exp(log_lo + float(u[_RATIO]) * (log_hi - log_lo))
-            w = min(width, max(1, round(math.sqrt(scale * area * ratio))))
-            h = min(height, max(1, round(math.sqrt(scale * area / ratio))))
+            if self.fit == "stretch":  # ratio relative to the frame: sides as fractions of the frame's sides
+                w = min(width, max(1, round(min(1.0, math.sqrt(scale * ratio)) * width)))
+                h = min(height, max(1, round(min(1.0, math.sqrt(scale / ratio)) * height)))
+            else:  # ratio in pixels
+                area = height * width
+                w = min(width, max(1, round(math.sqrt(scale * area * ratio))))
+                h = min(height, max(1, round(math.sqrt(scale * area / ratio))))
             top = min(height - h, int(float(u[_Y]) * (height - h + 1)))
             left = min(width - w, int(float(u[_X]) * (width - w + 1)))
             return top, left, h, w
+        if self.fit == "stretch":
+            return 0, 0, height, width
         side = min(height, width)
         return (height - side) // 2, (width - side) // 2, side, side
 
@@ -158,4 +176,4 @@ class PretrainAugment:
         return (f"PretrainAugment(img_size={self.img_size}, augment={self.augment}, hflip_p={self.hflip_p}, "
                 f"vflip_p={self.vflip_p}, crop_p={self.crop_p}, crop_scale={self.crop_scale}, "
                 f"crop_ratio={self.crop_ratio}, jitter_p={self.jitter_p}, brightness={self.brightness}, "
-                f"contrast={self.contrast})")
+                f"contrast={self.contrast}, fit={self.fit!r})")

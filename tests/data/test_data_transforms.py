@@ -9,6 +9,7 @@ import torch
 
 from echocare.data.sampling import (derive_seed, draw_repeats, expected_mixture, parse_dataset_weights,
                                     repeat_factors, shuffle_buffer, split_shards)
+from echocare.data.labeled.media import resize_image
 from echocare.data.transforms import PretrainAugment
 
 
@@ -60,6 +61,28 @@ def test_crop_boxes_respect_scale_and_ratio():
         assert 0.45 <= h * w / 60000 <= 0.85 and 0.7 <= w / h <= 1.4
 
 
+def test_stretch_fit_frames_like_the_finetune_reader():
+    # pretraining with fit="stretch" sees the whole frame squeezed to the square, as fine-tuning reads it
+    img = ramp(40, 60)
+    out = PretrainAugment(32, augment=False, fit="stretch")([img], torch.Generator().manual_seed(0))
+    ref = resize_image(img.numpy() / 255.0, 32)  # (1, S, S) float in [0, 1]
+    assert out.shape == (1, 1, 32, 32)
+    assert (out[0] - ref).abs().max() <= 2 / 255
+    centre = PretrainAugment(32, augment=False)([img], torch.Generator().manual_seed(0))
+    assert (centre[0] - ref).abs().max() > 0.1  # the default centre crop does not
+
+
+def test_stretch_crop_boxes_are_relative_to_the_frame():
+    aug = PretrainAugment(32, crop_p=1.0, crop_scale=(0.5, 0.8), crop_ratio=(0.75, 1.333), fit="stretch")
+    g = torch.Generator().manual_seed(0)
+    for u in torch.rand(500, 10, generator=g):
+        top, left, h, w = aug.crop_box(100, 300, u)
+        assert 0 <= top and top + h <= 100 and 0 <= left and left + w <= 300
+        fw, fh = w / 300, h / 100  # sides as fractions of the frame's sides
+        assert 0.45 <= fw * fh <= 0.85 and 0.7 <= fw / fh <= 1.4
+    assert aug.crop_box(100, 300, torch.ones(10)) == (0, 0, 100, 300)  # no crop drawn: the whole frame
+
+
 def test_jitter_changes_some_images_only():
     aug = PretrainAugment(16, hflip_p=0, vflip_p=0, crop_p=0, jitter_p=0.3, brightness=0.4, contrast=0.4)
     img = ramp(16, 16)
@@ -73,6 +96,8 @@ def test_bad_arguments():
         PretrainAugment(32, hflip_p=1.5)
     with pytest.raises(ValueError, match="crop_scale"):
         PretrainAugment(32, crop_scale=(0.9, 0.5))
+    with pytest.raises(ValueError, match="fit"):
+        PretrainAugment(32, fit="pad")
     with pytest.raises(ValueError, match="image 0"):
         PretrainAugment(32)([torch.zeros(3, 8, 8, dtype=torch.uint8)])
 
