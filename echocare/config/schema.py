@@ -41,6 +41,9 @@ class ModelConfig:
     window_size: int = _f(8, "Swin attention window size in tokens.")
     in_chans: int = _f(1, "Input channels (1 = grayscale ultrasound).")
     decoder: Literal["simmim", "progressive"] = _f("simmim", "Image decoder for reconstruction.")
+    decoder_output: Literal["sigmoid", "linear"] = _f(
+        "sigmoid", "Reconstruction output: 'sigmoid' = squashed into [0, 1]; 'linear' = raw, as SimMIM's head."
+    )
     hie_weight: float = _f(1.0, "Weight of the hierarchical anatomy loss (0 disables it).")
     drop_path_rate: float = _f(0.1, "Stochastic-depth rate of the encoder.")
     ontology: Optional[str] = _f(None, "Ontology YAML path; null = packaged EchoAtlas ontology.")

@@ -1,8 +1,9 @@
 """Image decoders for masked-image pretraining.
 
 Both decoders take the encoder's per-stage features (NCHW, strides p, 2p, 4p, 8p; the last one after the
-final norm) plus the masked input image, and return a reconstruction (B, C, H, W) in [0, 1] (sigmoid), the
-range of the target pixels.
+final norm) plus the masked input image, and return a reconstruction (B, C, H, W). ``output="sigmoid"``
+squashes it into [0, 1], the range of the target pixels; ``output="linear"`` returns the raw projection, as
+SimMIM's head does (the loss then pulls it into range; visualisations clamp it).
 
 * ``simmim``: SimMIM's one-layer head: 1x1 conv from the last stage to ``stride**2 * C`` channels and
   ``PixelShuffle(stride)``. Channels follow the image (``in_chans``), not a hard-coded 3.
@@ -20,7 +21,19 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["DECODERS", "ProgressiveDecoder", "SimMIMDecoder", "build_decoder"]
+__all__ = ["DECODERS", "OUTPUTS", "ProgressiveDecoder", "SimMIMDecoder", "build_decoder"]
+
+OUTPUTS = ("sigmoid", "linear")
+
+
+def _check_output(output: str) -> str:
+    if output not in OUTPUTS:
+        raise ValueError(f"unknown decoder output {output!r}; choose one of {', '.join(OUTPUTS)}")
+    return output
+
+
+def _activate(x: torch.Tensor, output: str) -> torch.Tensor:
+    return torch.sigmoid(x) if output == "sigmoid" else x
 
 
 def _crop(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -35,23 +48,25 @@ class SimMIMDecoder(nn.Module):
         in_features: channels of the last encoder stage.
         stride: total encoder reduction of that stage (8 * patch_size for 4 stages).
         out_chans: image channels to reconstruct.
+        output: ``"sigmoid"`` (reconstruction in [0, 1]) or ``"linear"`` (raw, SimMIM's head).
     """
 
     feature_indices: int | None = 1  # only the last stage is needed
 
-    def __init__(self, in_features: int, stride: int, out_chans: int) -> None:
+    def __init__(self, in_features: int, stride: int, out_chans: int, output: str = "sigmoid") -> None:
         super().__init__()
         self.stride = stride
+        self.output = _check_output(output)
         self.proj = nn.Conv2d(in_features, stride**2 * out_chans, kernel_size=1)
         self.shuffle = nn.PixelShuffle(stride)
 
     def forward(self, features: Sequence[torch.Tensor], image: torch.Tensor) -> torch.Tensor:
-        """features[-1]: (B, C_last, H/s, W/s); image: (B, C, H, W) -> recon (B, C, H, W) in [0, 1]."""
+        """features[-1]: (B, C_last, H/s, W/s); image: (B, C, H, W) -> recon (B, C, H, W)."""
         f = features[-1].permute(0, 2, 3, 1)  # (B, h, w, C_last)
         # the 1x1 conv as one GEMM (same parameter): on CPU, conv2d's backward takes a slow unfold path
         x = F.linear(f, self.proj.weight.flatten(1), self.proj.bias)  # (B, h, w, s*s*C)
         x = self.shuffle(x.permute(0, 3, 1, 2))  # (B, C, ceil(H/s)*s, ceil(W/s)*s)
-        return torch.sigmoid(_crop(x, image.shape[-2:]))
+        return _activate(_crop(x, image.shape[-2:]), self.output)
 
 
 class _UpStep(nn.Module):
@@ -87,6 +102,7 @@ class ProgressiveDecoder(nn.Module):
         out_chans: image channels to reconstruct.
         feature_size: decoder width at strides <= p.
         norm_name: MONAI norm for the conv blocks (``"instance"`` like SwinUNETR).
+        output: ``"sigmoid"`` (reconstruction in [0, 1]) or ``"linear"`` (raw).
     """
 
     feature_indices: int | None = None  # all stages
@@ -98,8 +114,10 @@ class ProgressiveDecoder(nn.Module):
         out_chans: int,
         feature_size: int = 48,
         norm_name: str | tuple = "instance",
+        output: str = "sigmoid",
     ) -> None:
         super().__init__()
+        self.output = _check_output(output)
         from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock  # heavy import, only when built
 
         if patch_size < 1 or patch_size & (patch_size - 1):
@@ -135,13 +153,13 @@ class ProgressiveDecoder(nn.Module):
         return self.image_blocks[int(math.log2(stride))](image)
 
     def forward(self, features: Sequence[torch.Tensor], image: torch.Tensor) -> torch.Tensor:
-        """features: per-stage NCHW maps; image: masked image (B, C, H, W) -> recon (B, C, H, W) in [0, 1]."""
+        """features: per-stage NCHW maps; image: masked image (B, C, H, W) -> recon (B, C, H, W)."""
         if len(features) != self.num_stages:
             raise ValueError(f"progressive decoder expects {self.num_stages} feature maps, got {len(features)}")
         x = self.stage_blocks[-1](features[-1])  # (B, 8f, H/8p, W/8p)
         for stride, step in zip(self.up_strides, self.up_steps):
             x = step(x, self._skip(stride, features, image))  # (B, width(stride), H/stride, W/stride)
-        return torch.sigmoid(self.head(x))
+        return _activate(self.head(x), self.output)
 
 
 DECODERS = ("simmim", "progressive")
@@ -153,6 +171,7 @@ def build_decoder(
     patch_size: int,
     out_chans: int,
     feature_size: int | None = None,
+    output: str = "sigmoid",
 ) -> nn.Module:
     """Build a decoder by name.
 
@@ -162,14 +181,15 @@ def build_decoder(
         patch_size: encoder patch size.
         out_chans: image channels.
         feature_size: progressive decoder width (default ``min(48, encoder_channels[0])``).
+        output: ``"sigmoid"`` or ``"linear"`` (see the module docstring).
 
     Raises:
-        ValueError: unknown ``kind``.
+        ValueError: unknown ``kind`` or ``output``.
     """
     if kind == "simmim":
         stride = patch_size * 2 ** (len(encoder_channels) - 1)
-        return SimMIMDecoder(encoder_channels[-1], stride, out_chans)
+        return SimMIMDecoder(encoder_channels[-1], stride, out_chans, output=output)
     if kind == "progressive":
         size = feature_size or min(48, encoder_channels[0])
-        return ProgressiveDecoder(encoder_channels, patch_size, out_chans, feature_size=size)
+        return ProgressiveDecoder(encoder_channels, patch_size, out_chans, feature_size=size, output=output)
     raise ValueError(f"unknown decoder {kind!r}; choose one of {', '.join(DECODERS)}")

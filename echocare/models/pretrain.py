@@ -39,6 +39,7 @@ class EchoCarePretrainModel(nn.Module):
         decoder_dim: progressive decoder width (default ``min(48, embed_dim)``).
         classifier_hidden: classifier MLP width (default ``encoder.num_features``).
         classifier_dropout: dropout inside the classifier MLP.
+        decoder_output: ``"sigmoid"`` (reconstruction in [0, 1]) or ``"linear"`` (raw, SimMIM's head).
     """
 
     def __init__(
@@ -50,12 +51,14 @@ class EchoCarePretrainModel(nn.Module):
         decoder_dim: int | None = None,
         classifier_hidden: int | None = None,
         classifier_dropout: float = 0.0,
+        decoder_output: str = "sigmoid",
     ) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder_kind = decoder
         channels = [int(info["num_chs"]) for info in encoder.feature_info]
-        self.decoder = build_decoder(decoder, channels, encoder.patch_size, encoder.in_chans, decoder_dim)
+        self.decoder = build_decoder(decoder, channels, encoder.patch_size, encoder.in_chans, decoder_dim,
+                                     output=decoder_output)
         self.hie_weight = float(hie_weight)
         self.hierarchy: HierarchyIndex | None = None
         self.classifier: HierarchicalClassifier | None = None
@@ -109,7 +112,7 @@ class EchoCarePretrainModel(nn.Module):
 
         Returns:
             dict with ``loss`` (= loss_mim + hie_weight * loss_hie), ``loss_mim``, ``loss_hie`` (0 without
-            targets), ``recon`` (B, C, H, W) in [0, 1] and ``logits`` (B, N) or None without ontology.
+            targets), ``recon`` (B, C, H, W) (in [0, 1] with the sigmoid output) and ``logits`` (B, N) or None without ontology.
         """
         self._check_inputs(images, mask, targets)
         mask = mask.to(images.dtype)
@@ -145,6 +148,7 @@ def create_model(
     decoder_dim: int | None = None,
     classifier_hidden: int | None = None,
     classifier_dropout: float = 0.0,
+    decoder_output: str = "sigmoid",
     **encoder_kwargs: Any,
 ) -> EchoCarePretrainModel:
     """Build an EchoCare pretraining model.
@@ -163,6 +167,7 @@ def create_model(
         decoder_dim: progressive decoder width.
         classifier_hidden: hierarchical classifier MLP width.
         classifier_dropout: dropout in the classifier MLP.
+        decoder_output: ``"sigmoid"`` (reconstruction in [0, 1]) or ``"linear"`` (raw, SimMIM's head).
         **encoder_kwargs: further ``SwinTransformer`` arguments (``embed_dim``, ``depths``, ...).
     """
     encoder = create_encoder(
@@ -182,4 +187,5 @@ def create_model(
         decoder_dim=decoder_dim,
         classifier_hidden=classifier_hidden,
         classifier_dropout=classifier_dropout,
+        decoder_output=decoder_output,
     )

@@ -34,8 +34,10 @@ def _model(**kw):
         dict(decoder="simmim"),
         dict(decoder="progressive", in_chans=3, img_size=(64, 96)),
         dict(decoder="progressive", patch_size=2),
+        dict(decoder="simmim", decoder_output="linear"),
+        dict(decoder="progressive", decoder_output="linear"),
     ],
-    ids=["simmim", "progressive_rgb_nonsquare", "progressive_patch2"],
+    ids=["simmim", "progressive_rgb_nonsquare", "progressive_patch2", "simmim_linear", "progressive_linear"],
 )
 def test_every_parameter_gets_a_gradient(kw):
     model = _model(**kw)
@@ -45,7 +47,8 @@ def test_every_parameter_gets_a_gradient(kw):
     out = model(images, mask, targets)
     assert set(out) == {"loss", "loss_mim", "loss_hie", "recon", "logits"}
     assert out["recon"].shape == images.shape
-    assert out["recon"].min() >= 0 and out["recon"].max() <= 1
+    if kw.get("decoder_output", "sigmoid") == "sigmoid":
+        assert out["recon"].min() >= 0 and out["recon"].max() <= 1
     assert out["logits"].shape == (2, len(ONTO))
     assert out["loss_hie"] > 0
     torch.testing.assert_close(out["loss"], out["loss_mim"] + out["loss_hie"])
@@ -143,3 +146,19 @@ def test_simmim_head_is_the_1x1_conv_it_stores():
     g_ref = torch.autograd.grad(ref.square().sum(), (feat, dec.proj.weight))
     for a, b in zip(g_out, g_ref):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("decoder", ["simmim", "progressive"])
+def test_linear_output_is_the_sigmoid_outputs_logit(decoder):
+    """decoder_output='linear' drops only the final sigmoid (SimMIM's head): same weights, recon = logit."""
+    torch.manual_seed(0)
+    squashed = _model(decoder=decoder).eval()
+    raw = _model(decoder=decoder, decoder_output="linear").eval()
+    raw.load_state_dict(squashed.state_dict())
+    images, mask, _ = _batch()
+    with torch.no_grad():
+        a, b = squashed(images, mask)["recon"], raw(images, mask)["recon"]
+    torch.testing.assert_close(torch.sigmoid(b), a)
+    assert b.min() < 0 or b.max() > 1  # raw values are not squashed into [0, 1]
+    with pytest.raises(ValueError, match="decoder output"):
+        _model(decoder=decoder, decoder_output="tanh")
