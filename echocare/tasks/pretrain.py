@@ -18,6 +18,9 @@ logger = logging.getLogger(__name__)
 
 HIE_COLLAPSE_LOSS = 1e-3  # L_HIE below this ...
 HIE_COLLAPSE_STEPS = 500  # ... within this many forward calls counts as an early collapse
+MIM_PLATEAU_WINDOW = 100  # L_MIM is averaged over windows of this many training forward calls ...
+MIM_PLATEAU_STEPS = 1000  # ... and if no window up to this call is MIM_PLATEAU_DROP below calls 101-200' mean,
+MIM_PLATEAU_DROP = 0.05  # the reconstruction is taken to be stuck on the mean-image plateau (one warning)
 
 
 class PretrainTask(nn.Module):
@@ -27,6 +30,11 @@ class PretrainTask(nn.Module):
     ``HIE_COLLAPSE_STEPS`` training forward calls, one warning is logged: the label space is trivially
     separable (typically one anatomy label per dataset, so the classifier only learns dataset identity) and
     the run is MIM-only from then on in effect (see docs/pretraining.md).
+
+    Plateau check: SimMIM first learns to paint a mean image, then (when it works) starts using the visible
+    context and L_MIM drops. When no ``MIM_PLATEAU_WINDOW``-call mean of L_MIM up to call
+    ``MIM_PLATEAU_STEPS`` is ``MIM_PLATEAU_DROP`` below the mean over calls 101-200, one warning is logged
+    (the reconstruction sigmoid kept deeper encoders there; see docs/pretraining.md).
 
     Args:
         model: An ``EchoCarePretrainModel`` (``model(images, mask, targets) -> dict``).
@@ -39,6 +47,11 @@ class PretrainTask(nn.Module):
         self.num_visuals = int(num_visuals)
         self._calls = 0
         self.hie_collapsed_at: int | None = None  # forward call at which the early collapse was seen
+        self.mim_plateau_at: int | None = None  # forward call at which the plateau warning was given
+        self._mim_calls = 0
+        self._mim_ref: float | None = None  # mean L_MIM of calls 101-200
+        self._mim_window: list[float] = []
+        self._mim_moved = False
 
     def _check_hie_collapse(self, loss_hie: torch.Tensor, targets: torch.Tensor | None) -> None:
         """Warn once when L_HIE collapses early on labeled batches (trivially separable label space)."""
@@ -56,6 +69,31 @@ class PretrainTask(nn.Module):
                 "(structures, views, classes: manifest 'labels' rules or 'label_csv') and label spaces with "
                 "negatives, or set model.hie_weight=0. See docs/pretraining.md.",
                 value, HIE_COLLAPSE_LOSS, self._calls)
+
+    def _check_mim_plateau(self, loss_mim: torch.Tensor) -> None:
+        """Warn once when L_MIM has not left its early level within ``MIM_PLATEAU_STEPS`` calls."""
+        self._mim_calls += 1
+        if self._mim_moved or self.mim_plateau_at is not None or self._mim_calls <= MIM_PLATEAU_WINDOW:
+            return
+        self._mim_window.append(float(loss_mim.detach()))
+        if len(self._mim_window) < MIM_PLATEAU_WINDOW:
+            return
+        mean = sum(self._mim_window) / len(self._mim_window)
+        self._mim_window = []
+        if self._mim_ref is None:
+            self._mim_ref = mean
+        elif mean < (1.0 - MIM_PLATEAU_DROP) * self._mim_ref:
+            self._mim_moved = True
+            return
+        if self._mim_calls >= MIM_PLATEAU_STEPS:
+            self.mim_plateau_at = self._mim_calls
+            logger.warning(
+                "L_MIM is still on its early plateau after %d training steps (mean %.4f, steps %d-%d: %.4f; no "
+                "%d-step mean fell %.0f%% below it): the decoder paints a mean image and ignores the visible "
+                "context. With model.decoder_output=sigmoid this happened to encoders with 6 blocks in a stage on "
+                "small pools; try model.decoder_output=linear (SimMIM's raw head). See docs/pretraining.md.",
+                self._mim_calls, mean, MIM_PLATEAU_WINDOW + 1, 2 * MIM_PLATEAU_WINDOW, self._mim_ref,
+                MIM_PLATEAU_WINDOW, 100 * MIM_PLATEAU_DROP)
 
     def forward(self, batch: dict) -> dict:
         """Run the model on a loader batch.
@@ -75,6 +113,7 @@ class PretrainTask(nn.Module):
         out = self.model(batch["image"], batch["mask"], targets)
         if self.training:
             self._check_hie_collapse(out["loss_hie"], targets)
+            self._check_mim_plateau(out["loss_mim"])
         return {
             "loss": out["loss"],
             "logs": {"loss_mim": out["loss_mim"].detach(), "loss_hie": out["loss_hie"].detach()},

@@ -88,3 +88,47 @@ def test_no_collapse_warning_with_negatives_or_unlabeled(caplog):
         task.eval()
         task(_batch(onto))  # evaluation calls are not training steps
     assert not caplog.records and task.hie_collapsed_at is None
+
+
+class _ScriptedLoss(torch.nn.Module):
+    """Stands in for the pretraining model: returns the next L_MIM of a script on every call."""
+
+    num_classes = 0
+
+    def __init__(self, losses):
+        super().__init__()
+        self.losses = iter(losses)
+
+    def forward(self, images, mask, targets=None):
+        loss = torch.tensor(float(next(self.losses)))
+        return {"loss": loss, "loss_mim": loss, "loss_hie": torch.zeros(()), "recon": images}
+
+
+def _run_script(losses, caplog, train=True):
+    task = PretrainTask(_ScriptedLoss(losses)).train(train)
+    batch = {"image": torch.zeros(1, 1, 8, 8), "mask": torch.zeros(1, 2, 2)}
+    with caplog.at_level("WARNING", logger="echocare.tasks.pretrain"):
+        for _ in range(len(losses)):
+            task(batch)
+    return task
+
+
+def test_mim_plateau_warns_once_when_the_loss_stays_flat(caplog):
+    from echocare.tasks.pretrain import MIM_PLATEAU_STEPS
+
+    flat = [0.3] * 50 + [0.125 + 0.002 * ((i % 7) - 3) / 3 for i in range(1450)]  # noisy, but no 5% drop
+    task = _run_script(flat, caplog)
+    messages = [r.message for r in caplog.records]
+    assert len(messages) == 1 and "still on its early plateau" in messages[0] and "decoder_output=linear" in messages[0]
+    assert task.mim_plateau_at == MIM_PLATEAU_STEPS
+
+
+def test_no_plateau_warning_once_the_loss_leaves_it(caplog):
+    # on the plateau until call 400, then down: the window 401-500 is > 5% below calls 101-200 (nano, sigmoid)
+    escaping = [0.125] * 400 + [0.11] * 1100
+    task = _run_script(escaping, caplog)
+    slow_but_real = [0.125 - 1e-5 * i for i in range(1500)]  # 8% lower at the end: a 100-call mean moves 5%
+    eval_only = [0.125] * 1200  # evaluation calls are not training steps
+    _run_script(slow_but_real, caplog)
+    _run_script(eval_only, caplog, train=False)
+    assert not caplog.records and task.mim_plateau_at is None
