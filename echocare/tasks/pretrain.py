@@ -50,7 +50,7 @@ class PretrainTask(nn.Module):
         self.mim_plateau_at: int | None = None  # forward call at which the plateau warning was given
         self._mim_calls = 0
         self._mim_ref: float | None = None  # mean L_MIM of calls 101-200
-        self._mim_window: list[float] = []
+        self._mim_sum: torch.Tensor | None = None  # L_MIM summed over the current window, kept on the device
         self._mim_moved = False
 
     def _check_hie_collapse(self, loss_hie: torch.Tensor, targets: torch.Tensor | None) -> None:
@@ -75,11 +75,12 @@ class PretrainTask(nn.Module):
         self._mim_calls += 1
         if self._mim_moved or self.mim_plateau_at is not None or self._mim_calls <= MIM_PLATEAU_WINDOW:
             return
-        self._mim_window.append(float(loss_mim.detach()))
-        if len(self._mim_window) < MIM_PLATEAU_WINDOW:
+        value = loss_mim.detach().float()
+        self._mim_sum = value if self._mim_sum is None else self._mim_sum + value
+        if self._mim_calls % MIM_PLATEAU_WINDOW:
             return
-        mean = sum(self._mim_window) / len(self._mim_window)
-        self._mim_window = []
+        mean = float(self._mim_sum) / MIM_PLATEAU_WINDOW  # one host sync per window, not per step
+        self._mim_sum = None
         if self._mim_ref is None:
             self._mim_ref = mean
         elif mean < (1.0 - MIM_PLATEAU_DROP) * self._mim_ref:
