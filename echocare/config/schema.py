@@ -44,6 +44,10 @@ class ModelConfig:
     decoder_output: Literal["sigmoid", "linear"] = _f(
         "sigmoid", "Reconstruction output: 'sigmoid' = squashed into [0, 1]; 'linear' = raw, as SimMIM's head."
     )
+    target_norm_patch: int = _f(
+        0, "0 = reconstruct raw pixels (eq. 1); k >= 2 = reconstruct each k x k block normalised by its own "
+        "mean and std (MAE's norm_pix_loss; needs decoder_output=linear and k dividing img_size)."
+    )
     hie_weight: float = _f(1.0, "Weight of the hierarchical anatomy loss (0 disables it).")
     drop_path_rate: float = _f(0.1, "Stochastic-depth rate of the encoder.")
     ontology: Optional[str] = _f(None, "Ontology YAML path; null = packaged EchoAtlas ontology.")
@@ -59,6 +63,15 @@ class ModelConfig:
             raise ConfigError(f"model.drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
         if self.hie_weight < 0:
             raise ConfigError(f"model.hie_weight must be >= 0, got {self.hie_weight}")
+        if self.target_norm_patch:
+            if self.target_norm_patch < 2 or self.img_size % self.target_norm_patch:
+                raise ConfigError(
+                    f"model.target_norm_patch must be 0 or a block side >= 2 dividing model.img_size "
+                    f"({self.img_size}), got {self.target_norm_patch}"
+                )
+            if self.decoder_output != "linear":
+                raise ConfigError("model.target_norm_patch needs model.decoder_output=linear "
+                                  "(normalised targets are not in [0, 1])")
         check_architecture_fields(self)
 
 

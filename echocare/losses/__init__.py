@@ -8,6 +8,7 @@ from echocare.losses.hierarchical import ancestor_min, descendant_min, hierarchi
 from echocare.losses.detection import centerness_loss, centerness_target, focal_loss, giou_loss
 from echocare.losses.landmarks import heatmap_mse_loss
 from echocare.losses.masked_l1 import masked_l1_loss
+from echocare.losses.patch_norm import patch_mean_std
 from echocare.losses.segmentation import dice_ce_loss
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "hierarchical_loss",
     "hierarchy_log_probs",
     "masked_l1_loss",
+    "patch_mean_std",
 ]

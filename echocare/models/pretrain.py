@@ -13,6 +13,7 @@ from torch import nn
 
 from echocare.losses.hierarchical import hierarchical_loss
 from echocare.losses.masked_l1 import masked_l1_loss
+from echocare.losses.patch_norm import patch_mean_std
 from echocare.models.classifier import HierarchicalClassifier, HierarchyIndex
 from echocare.models.decoders import build_decoder
 from echocare.models.encoder import EchoCareSwin
@@ -40,6 +41,8 @@ class EchoCarePretrainModel(nn.Module):
         classifier_hidden: classifier MLP width (default ``encoder.num_features``).
         classifier_dropout: dropout inside the classifier MLP.
         decoder_output: ``"sigmoid"`` (reconstruction in [0, 1]) or ``"linear"`` (raw, SimMIM's head).
+        target_norm_patch: 0 = regress raw pixels (eq. 1); k >= 2 = regress every k x k block normalised
+            by its own mean and std (MAE's ``norm_pix_loss``; needs ``decoder_output="linear"``).
     """
 
     def __init__(
@@ -52,8 +55,15 @@ class EchoCarePretrainModel(nn.Module):
         classifier_hidden: int | None = None,
         classifier_dropout: float = 0.0,
         decoder_output: str = "sigmoid",
+        target_norm_patch: int = 0,
     ) -> None:
         super().__init__()
+        if target_norm_patch and (target_norm_patch < 2 or decoder_output != "linear"):
+            raise ValueError(
+                f"target_norm_patch={target_norm_patch} needs a block side >= 2 and decoder_output='linear' "
+                f"(normalised targets are not in [0, 1]); got decoder_output={decoder_output!r}"
+            )
+        self.target_norm_patch = int(target_norm_patch)
         self.encoder = encoder
         self.decoder_kind = decoder
         channels = [int(info["num_chs"]) for info in encoder.feature_info]
@@ -112,7 +122,9 @@ class EchoCarePretrainModel(nn.Module):
 
         Returns:
             dict with ``loss`` (= loss_mim + hie_weight * loss_hie), ``loss_mim``, ``loss_hie`` (0 without
-            targets), ``recon`` (B, C, H, W) (in [0, 1] with the sigmoid output) and ``logits`` (B, N) or None without ontology.
+            targets), ``recon`` (B, C, H, W) in image space (in [0, 1] with the sigmoid output; with
+            ``target_norm_patch`` the prediction mapped back with each block's true mean and std, for
+            display only) and ``logits`` (B, N) or None without ontology.
         """
         self._check_inputs(images, mask, targets)
         mask = mask.to(images.dtype)
@@ -121,7 +133,12 @@ class EchoCarePretrainModel(nn.Module):
         )  # final: (B, H/8p, W/8p, C_last) NHWC; features: NCHW per stage
         pixel_mask = token_mask_to_pixels(mask, self.patch_size)  # (B, 1, H, W)
         recon = self.decoder(features, images * (1.0 - pixel_mask))  # (B, C, H, W)
-        loss_mim = masked_l1_loss(recon, images, pixel_mask)
+        if self.target_norm_patch:
+            mean, std = patch_mean_std(images, self.target_norm_patch)  # (B, C, H, W) each, per block
+            loss_mim = masked_l1_loss(recon, (images.float() - mean) / std, pixel_mask)
+            recon = recon.float() * std + mean  # back to image space for the panels
+        else:
+            loss_mim = masked_l1_loss(recon, images, pixel_mask)
 
         logits = self.classifier(final) if self.classifier is not None else None  # (B, N)
         if targets is not None and logits is not None:
@@ -149,6 +166,7 @@ def create_model(
     classifier_hidden: int | None = None,
     classifier_dropout: float = 0.0,
     decoder_output: str = "sigmoid",
+    target_norm_patch: int = 0,
     **encoder_kwargs: Any,
 ) -> EchoCarePretrainModel:
     """Build an EchoCare pretraining model.
@@ -168,6 +186,7 @@ def create_model(
         classifier_hidden: hierarchical classifier MLP width.
         classifier_dropout: dropout in the classifier MLP.
         decoder_output: ``"sigmoid"`` (reconstruction in [0, 1]) or ``"linear"`` (raw, SimMIM's head).
+        target_norm_patch: 0 = raw-pixel targets (eq. 1); k >= 2 = per-block normalised targets (k x k).
         **encoder_kwargs: further ``SwinTransformer`` arguments (``embed_dim``, ``depths``, ...).
     """
     encoder = create_encoder(
@@ -188,4 +207,5 @@ def create_model(
         classifier_hidden=classifier_hidden,
         classifier_dropout=classifier_dropout,
         decoder_output=decoder_output,
+        target_norm_patch=target_norm_patch,
     )

@@ -84,6 +84,8 @@ def test_unknown_key_in_yaml_names_file(tmp_path):
     ("train.max_steps=0", r"train\.max_steps must be > 0"),
     ("optim.betas=0.9", r"optim\.betas must be two values"),
     ("data.mask_patch_size=10", r"data\.mask_patch_size \(10\) must be a multiple of model\.patch_size"),
+    ("model.target_norm_patch=8", r"model\.target_norm_patch needs model\.decoder_output=linear"),
+    ("model.target_norm_patch=7", r"model\.target_norm_patch must be 0 or a block side >= 2 dividing"),
     ("train", r"must look like key=value"),
     ("train=3", r"--set train: is a section; set one of its keys, e\.g\. train\.max_steps"),
 ])

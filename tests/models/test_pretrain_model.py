@@ -162,3 +162,26 @@ def test_linear_output_is_the_sigmoid_outputs_logit(decoder):
     assert b.min() < 0 or b.max() > 1  # raw values are not squashed into [0, 1]
     with pytest.raises(ValueError, match="decoder output"):
         _model(decoder=decoder, decoder_output="tanh")
+
+
+def test_normalised_targets_train_every_parameter_and_return_image_space_recon():
+    """target_norm_patch: the loss is eq. (1) on per-block normalised pixels; recon is mapped back."""
+    from echocare.losses import patch_mean_std
+
+    model = _model(decoder_output="linear", target_norm_patch=8)
+    images, mask, targets = _batch()
+    out = model(images, mask, targets)
+    mean, std = patch_mean_std(images, 8)
+    pixel_mask = token_mask_to_pixels(mask, model.patch_size)
+    raw = (out["recon"] - mean) / std  # the decoder's output, in normalised units
+    torch.testing.assert_close(out["loss_mim"], masked_l1_loss(raw, (images - mean) / std, pixel_mask))
+    assert not torch.allclose(out["loss_mim"], masked_l1_loss(out["recon"], images, pixel_mask))
+    out["loss"].backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert missing == []
+
+
+@pytest.mark.parametrize("kw", [dict(target_norm_patch=8), dict(decoder_output="linear", target_norm_patch=1)])
+def test_normalised_targets_need_a_linear_output_and_a_real_block(kw):
+    with pytest.raises(ValueError, match="target_norm_patch"):
+        _model(**kw)
