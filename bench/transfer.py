@@ -88,6 +88,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seg-feature-size", type=int, default=8,
                    help="segmentation head width (model.head.feature_size); the recipe's 32 is sized for Swin-B")
     p.add_argument("--seeds", type=int, default=3, help="fine-tuning seeds per cell")
+    p.add_argument("--pretrain-seeds", type=int, default=1,
+                   help="pretraining runs per pretrained init (train.seed + k); fine-tuning seed s starts from run "
+                        "s mod K, so with K = --seeds the seed-averaged results and the seeds x images CI cover "
+                        "the pretraining run's own randomness")
     p.add_argument("--fractions", default="0.1,1.0", help="label fractions (of training subjects)")
     p.add_argument("--tasks", default=",".join(TASKS), help="segmentation,regression")
     p.add_argument("--inits", default=",".join(INITS), help=",".join(INITS))
@@ -104,6 +108,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.jobs < 1:
         p.error(f"--jobs must be >= 1, got {args.jobs}")
+    if not 1 <= args.pretrain_seeds <= args.seeds:
+        p.error(f"--pretrain-seeds must be in [1, --seeds={args.seeds}], got {args.pretrain_seeds}")
     return args
 
 
@@ -120,7 +126,10 @@ def _settings(args: argparse.Namespace) -> dict:
     keys = ("data", "pool", "label", "recipe", "model", "img_size", "steps", "batch", "ft_steps", "ft_batch", "ft_eval_every",
             "seg_feature_size", "precision",
             "split", "split_seed", "limit_subjects", "set", "ft_set")
-    return {k: getattr(args, k) for k in keys}
+    settings = {k: getattr(args, k) for k in keys}
+    if args.pretrain_seeds > 1:  # (absent = 1: folders made before the option stay reusable)
+        settings["pretrain_seeds"] = args.pretrain_seeds
+    return settings
 
 
 def _check_settings(out: Path, settings: dict) -> None:
@@ -176,12 +185,21 @@ def _pretrain_summary(run: Path) -> dict:
             "hie_collapsed": f"yes, below 1e-3 at step {collapsed}" if collapsed is not None else "no"}
 
 
-def _pretrain_one(args: argparse.Namespace, out: Path, init: str) -> Path:
-    """Pretrain and export one init (reused when its encoder exists); returns the encoder path."""
+def pretrain_dir(out: Path, init: str, k: int) -> Path:
+    """Run folder of pretraining run ``k`` of ``init``: ``pretrain/<init>`` for k = 0, ``<init>-seed<k>`` after."""
+    return out / "pretrain" / (init if k == 0 else f"{init}-seed{k}")
+
+
+def _pretrain_one(args: argparse.Namespace, out: Path, init: str, k: int = 0) -> Path:
+    """Pretrain and export run ``k`` of one init (reused when its encoder exists); returns the encoder path.
+
+    Run k > 0 adds k to the recipe's ``train.seed`` (masks, weights, data order)."""
     from echocare.config import PretrainConfig, load_config
 
     sets = pretrain_overrides(args, out / "data" / "shards")
-    run = out / "pretrain" / init
+    if k:
+        sets.append(f"train.seed={load_config(PretrainConfig, args.recipe, sets).train.seed + k}")
+    run = pretrain_dir(out, init, k)
     enc = run / "encoder.safetensors"
     if enc.is_file():
         return enc
@@ -234,11 +252,16 @@ def run_jobs(jobs: int, fn: Callable, calls: list[tuple]) -> list:
 
 
 def pretrain_all(args: argparse.Namespace, out: Path, inits: list[str]) -> tuple[dict, dict]:
-    """Pretrain + export every pretrained init; returns ``({init: encoder path}, {init: loss summary})``."""
-    todo = [i for i in ("echocare", "echocare_mim", "hf_simmim") if i in inits]
-    paths = run_jobs(args.jobs, _pretrain_one, [(args, out, i) for i in todo])
+    """Pretrain + export every pretrained init, ``--pretrain-seeds`` runs each.
+
+    Returns:
+        ``({(init, k): encoder path}, {run name: loss summary})``; run names are ``init`` (k = 0) and
+        ``init-seed<k>``.
+    """
+    todo = [(i, k) for i in ("echocare", "echocare_mim", "hf_simmim") if i in inits for k in range(args.pretrain_seeds)]
+    paths = run_jobs(args.jobs, _pretrain_one, [(args, out, i, k) for i, k in todo])
     encoders = dict(zip(todo, paths))
-    return encoders, {i: _pretrain_summary(out / "pretrain" / i) for i in todo}
+    return encoders, {pretrain_dir(out, i, k).name: _pretrain_summary(pretrain_dir(out, i, k)) for i, k in todo}
 
 
 def finetune_overrides(args: argparse.Namespace, task: str, data: Path, init: str, frac: float, seed: int) -> list[str]:
@@ -302,7 +325,10 @@ def finetune_all(args: argparse.Namespace, out: Path, encoders: dict, inits: lis
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
         cells += [(task, init, frac, seed) for init in inits for frac in fractions for seed in range(args.seeds)]
-    calls = [(args, out, *c, "random" if c[1] == "random" else str(encoders[c[1]])) for c in cells]
+    def weights(init: str, seed: int) -> str:  # fine-tuning seed s starts from pretraining run s mod K
+        return "random" if init == "random" else str(encoders[(init, seed % args.pretrain_seeds)])
+
+    calls = [(args, out, *c, weights(c[1], c[3])) for c in cells]
     paths = run_jobs(args.jobs, _finetune_one, calls)
     return {c: json.loads(p.read_text()) for c, p in zip(cells, paths)}
 
@@ -329,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     from transfer_report import build_report
 
     settings.update(command="python bench/transfer.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
-                    seeds=args.seeds, fractions=args.fractions, split=split)
+                    seeds=args.seeds, pretrain_seeds=args.pretrain_seeds, fractions=args.fractions, split=split)
     build_report(runs, settings, pretrain_summary, out, args.n_bootstrap)
     print(out / "results.md")
     return 0

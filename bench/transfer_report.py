@@ -4,7 +4,9 @@ Per-image scores come from the fine-tuned model's predictions on the held-out te
 mask (segmentation, at the model input size like ``echocare evaluate``) and absolute HC error in mm (regression).
 Deltas are paired on test images: each image's score is averaged over seeds per init, the per-image difference
 ``init - reference`` is resampled (percentile bootstrap, ``echocare.metrics.bootstrap_ci``) for a 95% CI of its
-mean.
+mean. That CI covers the test images only; with two or more seeds a second CI resamples seeds and test images
+together (two-level bootstrap), so it also covers the fine-tuning runs and, with ``--pretrain-seeds``, the
+pretraining runs.
 """
 
 from __future__ import annotations
@@ -92,6 +94,34 @@ def paired_delta(a: dict[str, list[float]], b: dict[str, list[float]], n_bootstr
     return {"delta": float(diff.mean()), "ci_low": lo, "ci_high": hi, "n_images": len(names)}
 
 
+def paired_delta_seeds(a: dict[str, list[float]], b: dict[str, list[float]], n_bootstrap: int,
+                       seed: int = 0) -> tuple[float, float] | None:
+    """95% CI of the mean paired difference ``a - b`` resampling seeds *and* test images (two-level bootstrap).
+
+    ``a[name]`` and ``b[name]`` hold one score per seed, in seed order; seed ``s`` of ``a`` is paired with seed
+    ``s`` of ``b``. Each resample draws seed indices and image names with replacement and takes the mean
+    difference over the drawn (image, seed) grid.
+
+    Returns:
+        ``(low, high)``, or None with fewer than two seeds or unequal seed counts.
+    """
+    names = sorted(set(a) & set(b))
+    if not names:
+        raise ValueError("paired_delta_seeds: no common test images")
+    lengths = {len(a[n]) for n in names} | {len(b[n]) for n in names}
+    if len(lengths) != 1 or lengths.pop() < 2:
+        return None
+    diff = np.asarray([a[n] for n in names], float) - np.asarray([b[n] for n in names], float)  # (images, seeds)
+    n_img, n_seed = diff.shape
+    rng = np.random.default_rng(seed)
+    stats = np.empty(n_bootstrap)
+    for r in range(n_bootstrap):
+        rows, cols = rng.integers(0, n_img, n_img), rng.integers(0, n_seed, n_seed)
+        stats[r] = diff[np.ix_(rows, cols)].mean()
+    lo, hi = np.percentile(stats, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def _collect(runs: dict) -> dict:
     """``{task: {init: {fraction: {"headline": {m: [per seed]}, "per_image": {name: [per seed]}}}}}``."""
     out: dict = {}
@@ -141,14 +171,21 @@ def build_report(runs: dict, settings: dict, pretrain: dict, out: Path, n_bootst
         pairs += [(a, b) for a, b in (("echocare", "echocare_mim"), ("echocare", "hf_simmim"),
                                       ("echocare_mim", "hf_simmim")) if a in per_init and b in per_init]
         md += ["", f"Paired deltas on test images ({per_image_metric}, per image averaged over seeds; "
-                   f"{'higher' if higher else 'lower'} is better), 95% bootstrap CI ({n_bootstrap} resamples):", "",
-               "| comparison | labels | delta | 95% CI | images |", "|---|---:|---:|---|---:|"]
+                   f"{'higher' if higher else 'lower'} is better), 95% bootstrap CIs ({n_bootstrap} resamples) over "
+                   "test images, and over seeds × test images (which also covers the runs' own randomness):", "",
+               "| comparison | labels | delta | 95% CI (images) | 95% CI (seeds × images) | images |",
+               "|---|---:|---:|---|---|---:|"]
         for a, b in pairs:
             for frac in sorted(set(per_init[a]) & set(per_init[b])):
-                d = paired_delta(per_init[a][frac]["per_image"], per_init[b][frac]["per_image"], n_bootstrap)
+                pa, pb = per_init[a][frac]["per_image"], per_init[b][frac]["per_image"]
+                d = paired_delta(pa, pb, n_bootstrap)
+                both = paired_delta_seeds(pa, pb, n_bootstrap)
+                if both is not None:
+                    d["ci_seeds_low"], d["ci_seeds_high"] = both
                 task_doc["deltas"].append({"a": a, "b": b, "fraction": frac, **d})
+                seeds_ci = f"[{both[0]:+.4f}, {both[1]:+.4f}]" if both is not None else "– (one seed)"
                 md.append(f"| {a} − {b} | {frac * 100:g}% | {d['delta']:+.4f} | [{d['ci_low']:+.4f}, "
-                          f"{d['ci_high']:+.4f}] | {d['n_images']} |")
+                          f"{d['ci_high']:+.4f}] | {seeds_ci} | {d['n_images']} |")
         rand = per_init.get("random", {})
         fracs = sorted(rand)
         if len(fracs) >= 2 and headline in rand[fracs[0]]["headline"]:
@@ -169,10 +206,15 @@ def build_report(runs: dict, settings: dict, pretrain: dict, out: Path, n_bootst
         task_doc["plot"] = png.name
         md += ["", f"![{task} label efficiency]({png.name})", ""]
         doc["tasks"][task] = task_doc
-    md += ["## Pretraining", "", "| init | steps | final loss_mim | final loss_hie | L_HIE collapsed early |",
-           "|---|---:|---:|---:|---|"]
+    k = settings.get("pretrain_seeds", 1)
+    md += ["## Pretraining", "",
+           *([f"{k} pretraining runs per pretrained init (`<init>-seed<k>`: the recipe's train.seed + k); "
+              f"fine-tuning seed s starts from run s mod {k}.", ""] if k > 1 else []),
+           "| init | steps | final loss_mim | final loss_hie | L_HIE collapsed early |", "|---|---:|---:|---:|---|"]
     for init, p in pretrain.items():
-        md.append(f"| {INIT_LABELS.get(init, init)} | {p.get('steps', '–')} | {p.get('loss_mim', float('nan')):.4f} | "
+        base, _, run_seed = init.partition("-seed")
+        label = INIT_LABELS.get(base, base) + (f", pretraining run {run_seed}" if run_seed else "")
+        md.append(f"| {label} | {p.get('steps', '–')} | {p.get('loss_mim', float('nan')):.4f} | "
                   f"{p.get('loss_hie', float('nan')):.2e} | {p.get('hie_collapsed', '–')} |")
     md.append("")
     (out / "results.md").write_text("\n".join(md))

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 HC18 = REPO.parent / "shared" / "data" / "hc18_256"
@@ -105,3 +106,49 @@ def test_fine_tuning_budgets_per_task():
     for bad in ("segmentation=800", "lots", "segmentation=1,regression=x"):
         with pytest.raises(SystemExit):
             transfer.parse_args(["--out", "x", "--ft-steps", bad])
+
+
+def test_paired_delta_ci_over_seeds_covers_seed_to_seed_spread():
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from transfer_report import paired_delta, paired_delta_seeds
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    names = [f"img{i}" for i in range(50)]
+    ref = {n: [0.0, 0.0] for n in names}
+    # Seed 0 gains +1 on every image, seed 1 loses 1: the seed-averaged difference is 0 on every image, so
+    # the images-only CI collapses to 0 while the seeds x images CI spans the seeds' disagreement.
+    swing = {n: [1.0, -1.0] for n in names}
+    d = paired_delta(swing, ref, 200)
+    assert d["delta"] == 0 and d["ci_low"] == d["ci_high"] == 0
+    lo, hi = paired_delta_seeds(swing, ref, 200)
+    assert lo == pytest.approx(-1.0) and hi == pytest.approx(1.0)
+    steady = {n: [0.5, 0.5] for n in names}  # the same gain under every seed: no spread to cover
+    assert paired_delta_seeds(steady, ref, 200) == pytest.approx((0.5, 0.5))
+    assert paired_delta_seeds({n: [0.5] for n in names}, {n: [0.0] for n in names}, 200) is None  # one seed
+
+
+@pytest.mark.skipif(not (HC18 / "labels.csv").is_file(), reason="HC18 data not present at ../shared/data/hc18_256")
+def test_pretrain_seeds_give_each_finetuning_seed_its_own_pretraining_run(tmp_path):
+    out = tmp_path / "bench"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    args = [*ARGS, "--seeds", "2", "--pretrain-seeds", "2", "--fractions", "1.0", "--tasks", "regression",
+            "--inits", "random,echocare"]
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "transfer.py"), "--out", str(out), *args],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = [out / "pretrain" / "echocare", out / "pretrain" / "echocare-seed1"]
+    seeds = [yaml.safe_load((r / "config.yaml").read_text())["train"]["seed"] for r in runs]
+    assert seeds[1] == seeds[0] + 1
+    assert (runs[0] / "encoder.safetensors").read_bytes() != (runs[1] / "encoder.safetensors").read_bytes()
+    cells = out / "finetune" / "regression" / "echocare" / "frac-100"
+    inits = [yaml.safe_load((cells / f"seed-{s}" / "config.yaml").read_text())["model"]["init"] for s in (0, 1)]
+    assert inits == [str(r / "encoder.safetensors") for r in runs]
+    doc = json.loads((out / "results.json").read_text())
+    assert set(doc["pretraining"]) == {"echocare", "echocare-seed1"}
+    (delta,) = doc["tasks"]["regression"]["deltas"]
+    assert delta["ci_seeds_low"] <= delta["delta"] <= delta["ci_seeds_high"]
+    assert "pretraining run 1" in (out / "results.md").read_text()
+    bad = subprocess.run([sys.executable, str(REPO / "bench" / "transfer.py"), "--out", str(tmp_path / "x"), *ARGS,
+                          "--pretrain-seeds", "2"], capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+    assert bad.returncode == 2 and "--pretrain-seeds must be in [1, --seeds=1]" in bad.stderr
