@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 HIE_COLLAPSE_LOSS = 1e-3  # L_HIE below this ...
 HIE_COLLAPSE_STEPS = 500  # ... within this many forward calls counts as an early collapse
+HIE_CHECK_EVERY = 25  # the collapse is tracked on the device and read back once per this many calls
 MIM_PLATEAU_WINDOW = 100  # L_MIM is averaged over windows of this many training forward calls ...
 MIM_PLATEAU_STEPS = 1000  # ... and if no window up to this call is MIM_PLATEAU_DROP below calls 101-200' mean,
 MIM_PLATEAU_DROP = 0.05  # the reconstruction is taken to be stuck on the mean-image plateau (one warning)
@@ -29,7 +30,8 @@ class PretrainTask(nn.Module):
     Early-collapse check: when a labeled batch's L_HIE falls below ``HIE_COLLAPSE_LOSS`` within the first
     ``HIE_COLLAPSE_STEPS`` training forward calls, one warning is logged: the label space is trivially
     separable (typically one anatomy label per dataset, so the classifier only learns dataset identity) and
-    the run is MIM-only from then on in effect (see docs/pretraining.md).
+    the run is MIM-only from then on in effect (see docs/pretraining.md). The first collapsing call is tracked
+    on the device and read back every ``HIE_CHECK_EVERY`` calls, so the check costs no per-step host sync.
 
     Plateau check: SimMIM first learns to paint a mean image, then (when it works) starts using the visible
     context and L_MIM drops. When no ``MIM_PLATEAU_WINDOW``-call mean of L_MIM up to call
@@ -47,6 +49,7 @@ class PretrainTask(nn.Module):
         self.num_visuals = int(num_visuals)
         self._calls = 0
         self.hie_collapsed_at: int | None = None  # forward call at which the early collapse was seen
+        self._hie_first: torch.Tensor | None = None  # first collapsing call so far (device), > STEPS = none
         self.mim_plateau_at: int | None = None  # forward call at which the plateau warning was given
         self._mim_calls = 0
         self._mim_ref: float | None = None  # mean L_MIM of calls 101-200
@@ -56,19 +59,25 @@ class PretrainTask(nn.Module):
     def _check_hie_collapse(self, loss_hie: torch.Tensor, targets: torch.Tensor | None) -> None:
         """Warn once when L_HIE collapses early on labeled batches (trivially separable label space)."""
         self._calls += 1
-        if (self.hie_collapsed_at is not None or self._calls > HIE_COLLAPSE_STEPS or targets is None
-                or not bool((targets >= 0).any())):
+        if self.hie_collapsed_at is not None or self._calls > HIE_COLLAPSE_STEPS:
             return
-        value = float(loss_hie.detach())
-        if value < HIE_COLLAPSE_LOSS:
-            self.hie_collapsed_at = self._calls
+        if targets is not None:
+            none = HIE_COLLAPSE_STEPS + 1
+            hit = (loss_hie.detach() < HIE_COLLAPSE_LOSS) & (targets >= 0).any()  # labeled batch, tiny L_HIE
+            call = torch.where(hit, self._calls, none)  # () on the device: no host sync
+            self._hie_first = call if self._hie_first is None else torch.minimum(self._hie_first, call)
+        if self._hie_first is None or (self._calls % HIE_CHECK_EVERY and self._calls != HIE_COLLAPSE_STEPS):
+            return
+        first = int(self._hie_first)  # one host sync per HIE_CHECK_EVERY calls
+        if first <= HIE_COLLAPSE_STEPS:
+            self.hie_collapsed_at = first
             logger.warning(
-                "L_HIE collapsed early: %.2e < %.0e after %d training step(s). The anatomy labels are trivially "
+                "L_HIE collapsed early: below %.0e at training step %d. The anatomy labels are trivially "
                 "separable (e.g. one label per dataset: the classifier only learns dataset identity), so the "
                 "hierarchical loss adds nothing from here on and this run is in effect MIM only. Give finer labels "
                 "(structures, views, classes: manifest 'labels' rules or 'label_csv') and label spaces with "
                 "negatives, or set model.hie_weight=0. See docs/pretraining.md.",
-                value, HIE_COLLAPSE_LOSS, self._calls)
+                HIE_COLLAPSE_LOSS, first)
 
     def _check_mim_plateau(self, loss_mim: torch.Tensor) -> None:
         """Warn once when L_MIM has not left its early level within ``MIM_PLATEAU_STEPS`` calls."""

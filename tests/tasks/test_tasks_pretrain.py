@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 import echocare
-from echocare.tasks.pretrain import PretrainTask
+from echocare.tasks.pretrain import HIE_CHECK_EVERY, PretrainTask
 
 
 def _batch(onto, b=2, size=64, p=4):
@@ -65,13 +65,18 @@ def test_hie_collapse_warns_once_when_labels_are_trivially_separable(caplog):
     onto = echocare.load_ontology()
     task = _saturated_task(onto).train()
     batch = _batch(onto)  # one label, no label space: only positives are known, all-"yes" is a perfect score
+    unlabeled = _batch(onto)
+    unlabeled["targets"] = torch.full_like(unlabeled["targets"], -1.0)
     with caplog.at_level("WARNING", logger="echocare.tasks.pretrain"):
-        for _ in range(3):
+        for _ in range(HIE_CHECK_EVERY - 1):  # read back once per HIE_CHECK_EVERY calls: nothing yet
+            out = task(unlabeled if task._calls < 2 else batch)  # calls 1-2 unlabeled: they cannot collapse
+        assert not caplog.records and task.hie_collapsed_at is None
+        for _ in range(HIE_CHECK_EVERY + 1):
             out = task(batch)
     assert float(out["logs"]["loss_hie"]) < 1e-3
-    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
+    assert len(caplog.records) == 1
     assert "L_HIE collapsed early" in caplog.records[0].message and "dataset identity" in caplog.records[0].message
-    assert task.hie_collapsed_at == 1
+    assert task.hie_collapsed_at == 3 and "at training step 3" in caplog.records[0].message
 
 
 def test_no_collapse_warning_with_negatives_or_unlabeled(caplog):
@@ -84,7 +89,8 @@ def test_no_collapse_warning_with_negatives_or_unlabeled(caplog):
     unlabeled["targets"] = torch.full_like(unlabeled["targets"], -1.0)
     with caplog.at_level("WARNING", logger="echocare.tasks.pretrain"):
         assert float(task(with_negatives)["logs"]["loss_hie"]) > 1e-3  # "yes" to the lung negative costs
-        task(unlabeled)
+        for _ in range(HIE_CHECK_EVERY):
+            task(unlabeled)
         task.eval()
         task(_batch(onto))  # evaluation calls are not training steps
     assert not caplog.records and task.hie_collapsed_at is None
