@@ -110,6 +110,8 @@ class DataConfig:
     mask_patch_size: int = _f(32, "SimMIM mask block size in pixels (multiple of model.patch_size).")
     mask_ratio: float = _f(0.5, "Fraction of mask blocks hidden from the encoder.")
     augment: bool = _f(True, "Random flips/crops/weak colour jitter (report §4).")
+    crop_p: float = _f(0.5, "With data.augment: probability of a random resized crop (else the whole frame).")
+    crop_scale: list[float] = _f([0.67, 1.0], "Area fraction range [min, max] of the random resized crop.")
     fit: Literal["crop", "stretch"] = _f(
         "crop", "Non-square frames: 'crop' = centre square, aspect kept; 'stretch' = whole frame resized to the "
         "square, as fine-tuning reads images."
@@ -129,6 +131,10 @@ class DataConfig:
         """Check value ranges."""
         if not 0.0 < self.mask_ratio < 1.0:
             raise ConfigError(f"data.mask_ratio must be in (0, 1), got {self.mask_ratio}")
+        if not 0.0 <= self.crop_p <= 1.0:
+            raise ConfigError(f"data.crop_p must be a probability in [0, 1], got {self.crop_p}")
+        if len(self.crop_scale) != 2 or not 0.0 < self.crop_scale[0] <= self.crop_scale[1] <= 1.0:
+            raise ConfigError(f"data.crop_scale must be [min, max] with 0 < min <= max <= 1, got {self.crop_scale}")
         if self.num_workers < 0 or self.shuffle_buffer < 0:
             raise ConfigError("data.num_workers and data.shuffle_buffer must be >= 0")
         if self.resampled and not self.epoch_length:

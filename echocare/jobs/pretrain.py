@@ -67,7 +67,7 @@ def build_pretrain_loader(cfg: PretrainConfig, ontology: Ontology | None, rank: 
         mask_patch_size=d.mask_patch_size, mask_ratio=d.mask_ratio, augment=d.augment, seed=cfg.train.seed,
         shuffle_buffer=d.shuffle_buffer, resampled=d.resampled, epoch_length=d.epoch_length,
         dataset_weights=_dataset_weights(d.dataset_weights), rank=rank, world_size=world_size,
-        verify=d.verify, fit=d.fit,
+        verify=d.verify, fit=d.fit, crop_p=d.crop_p, crop_scale=tuple(d.crop_scale),
     )
     return make_pretrain_loader(stream, cfg.train.batch_size, num_workers=d.num_workers, drop_last=True)
 

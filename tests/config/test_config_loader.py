@@ -86,6 +86,8 @@ def test_unknown_key_in_yaml_names_file(tmp_path):
     ("data.mask_patch_size=10", r"data\.mask_patch_size \(10\) must be a multiple of model\.patch_size"),
     ("model.target_norm_patch=8", r"model\.target_norm_patch needs model\.decoder_output=linear"),
     ("model.target_norm_patch=7", r"model\.target_norm_patch must be 0 or a block side >= 2 dividing"),
+    ("data.crop_p=1.5", r"data\.crop_p must be a probability in \[0, 1\], got 1\.5"),
+    ("data.crop_scale=0.5,0.2", r"data\.crop_scale must be \[min, max\] with 0 < min <= max <= 1"),
     ("train", r"must look like key=value"),
     ("train=3", r"--set train: is a section; set one of its keys, e\.g\. train\.max_steps"),
 ])

@@ -424,3 +424,17 @@ def test_pipe_urls_with_an_explicit_index(tmp_path):
     loader = make_pretrain_loader(ds, batch_size=2)
     assert ds.shard_sizes == [3, 2] and len(loader) == 3
     assert len(keys_of(collect(loader))) == 5
+
+
+def test_config_crop_and_fit_settings_reach_the_stream(tmp_path):
+    """data.crop_p / data.crop_scale / data.fit of a pretrain config drive the loader's augmentation."""
+    from echocare.config import PretrainConfig, load_config
+    from echocare.jobs.pretrain import build_pretrain_loader
+
+    write_shards(tmp_path, [4])
+    base = [f"data.shards={tmp_path}", "model.img_size=32", "data.mask_patch_size=8", "data.num_workers=0"]
+    default = build_pretrain_loader(load_config(PretrainConfig, overrides=base), None, 0, 1).dataset.augmenter
+    assert (default.crop_p, default.crop_scale, default.fit) == (0.5, (0.67, 1.0), "crop")
+    cfg = load_config(PretrainConfig, overrides=[*base, "data.crop_p=1", "data.crop_scale=0.2,1", "data.fit=stretch"])
+    aug = build_pretrain_loader(cfg, None, 0, 1).dataset.augmenter
+    assert (aug.crop_p, aug.crop_scale, aug.fit) == (1.0, (0.2, 1.0), "stretch")
