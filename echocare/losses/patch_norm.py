@@ -39,7 +39,7 @@ def patch_mean_std(images: torch.Tensor, patch_size: int, eps: float = 1e-6) -> 
         raise ValueError(f"patch_mean_std: image size {(h, w)} is not a multiple of the block size {p}")
     blocks = images.float().reshape(b, c, h // p, p, w // p, p)  # (B, C, h, p, w, p)
     mean = blocks.mean(dim=(3, 5), keepdim=True)  # (B, C, h, 1, w, 1)
-    var = blocks.var(dim=(3, 5), keepdim=True, unbiased=True)
+    var = blocks.var(dim=(3, 5), keepdim=True, correction=1)  # unbiased, as MAE
     std = (var + eps).sqrt()
     full = (b, c, h // p, p, w // p, p)
     return mean.expand(full).reshape(b, c, h, w), std.expand(full).reshape(b, c, h, w)
