@@ -47,18 +47,16 @@ class PretrainTask(nn.Module):
         super().__init__()
         self.model = model
         self.num_visuals = int(num_visuals)
-        self._calls = 0
+        self._calls = 0  # training forward calls so far
         self.hie_collapsed_at: int | None = None  # forward call at which the early collapse was seen
         self._hie_first: torch.Tensor | None = None  # first collapsing call so far (device), > STEPS = none
         self.mim_plateau_at: int | None = None  # forward call at which the plateau warning was given
-        self._mim_calls = 0
         self._mim_ref: float | None = None  # mean L_MIM of calls 101-200
         self._mim_sum: torch.Tensor | None = None  # L_MIM summed over the current window, kept on the device
         self._mim_moved = False
 
     def _check_hie_collapse(self, loss_hie: torch.Tensor, targets: torch.Tensor | None) -> None:
         """Warn once when L_HIE collapses early on labeled batches (trivially separable label space)."""
-        self._calls += 1
         if self.hie_collapsed_at is not None or self._calls > HIE_COLLAPSE_STEPS:
             return
         if targets is not None:
@@ -81,12 +79,11 @@ class PretrainTask(nn.Module):
 
     def _check_mim_plateau(self, loss_mim: torch.Tensor) -> None:
         """Warn once when L_MIM has not left its early level within ``MIM_PLATEAU_STEPS`` calls."""
-        self._mim_calls += 1
-        if self._mim_moved or self.mim_plateau_at is not None or self._mim_calls <= MIM_PLATEAU_WINDOW:
+        if self._mim_moved or self.mim_plateau_at is not None or self._calls <= MIM_PLATEAU_WINDOW:
             return
         value = loss_mim.detach().float()
         self._mim_sum = value if self._mim_sum is None else self._mim_sum + value
-        if self._mim_calls % MIM_PLATEAU_WINDOW:
+        if self._calls % MIM_PLATEAU_WINDOW:
             return
         mean = float(self._mim_sum) / MIM_PLATEAU_WINDOW  # one host sync per window, not per step
         self._mim_sum = None
@@ -95,14 +92,14 @@ class PretrainTask(nn.Module):
         elif mean < (1.0 - MIM_PLATEAU_DROP) * self._mim_ref:
             self._mim_moved = True
             return
-        if self._mim_calls >= MIM_PLATEAU_STEPS:
-            self.mim_plateau_at = self._mim_calls
+        if self._calls >= MIM_PLATEAU_STEPS:
+            self.mim_plateau_at = self._calls
             logger.warning(
                 "L_MIM is still on its early plateau after %d training steps (mean %.4f, steps %d-%d: %.4f; no "
                 "%d-step mean fell %.0f%% below it): the decoder paints a mean image and ignores the visible "
                 "context. With model.decoder_output=sigmoid this happened to encoders with 6 blocks in a stage on "
                 "small pools; try model.decoder_output=linear (SimMIM's raw head). See docs/pretraining.md.",
-                self._mim_calls, mean, MIM_PLATEAU_WINDOW + 1, 2 * MIM_PLATEAU_WINDOW, self._mim_ref,
+                self._calls, mean, MIM_PLATEAU_WINDOW + 1, 2 * MIM_PLATEAU_WINDOW, self._mim_ref,
                 MIM_PLATEAU_WINDOW, 100 * MIM_PLATEAU_DROP)
 
     def forward(self, batch: dict) -> dict:
@@ -122,6 +119,7 @@ class PretrainTask(nn.Module):
             targets = None  # MIM-only model (no ontology): labels are ignored by design
         out = self.model(batch["image"], batch["mask"], targets)
         if self.training:
+            self._calls += 1
             self._check_hie_collapse(out["loss_hie"], targets)
             self._check_mim_plateau(out["loss_mim"])
         return {
