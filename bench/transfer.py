@@ -92,6 +92,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="pretraining runs per pretrained init (train.seed + k); fine-tuning seed s starts from run "
                         "s mod K, so with K = --seeds the seed-averaged results and the seeds x images CI cover "
                         "the pretraining run's own randomness")
+    p.add_argument("--head-init", action="store_true",
+                   help="pretrain echocare / echocare_mim with the segmentation head's own decoder (model.decoder="
+                        "unetr, model.decoder_dim=--seg-feature-size) and start their segmentation heads from it "
+                        "(model.head_init=decoder); regression and the HF peer take the encoder only")
     p.add_argument("--fractions", default="0.1,1.0", help="label fractions (of training subjects)")
     p.add_argument("--tasks", default=",".join(TASKS), help="segmentation,regression")
     p.add_argument("--inits", default=",".join(INITS), help=",".join(INITS))
@@ -129,6 +133,8 @@ def _settings(args: argparse.Namespace) -> dict:
     settings = {k: getattr(args, k) for k in keys}
     if args.pretrain_seeds > 1:  # (absent = 1: folders made before the option stay reusable)
         settings["pretrain_seeds"] = args.pretrain_seeds
+    if args.head_init:  # (absent = off, likewise)
+        settings["head_init"] = True
     return settings
 
 
@@ -170,7 +176,9 @@ def pretrain_overrides(args: argparse.Namespace, shards: Path) -> list[str]:
     return [f"data.shards={shards}", f"model.name={args.model}", f"model.img_size={args.img_size}",
             f"train.max_steps={args.steps}", f"train.batch_size={args.batch}", "train.progress=false",
             "train.tensorboard=false", "train.image_every=0", f"train.ckpt_every={args.steps}",
-            f"train.precision={args.precision}", *args.set]
+            f"train.precision={args.precision}",
+            *(["model.decoder=unetr", f"model.decoder_dim={args.seg_feature_size}"] if args.head_init else []),
+            *args.set]
 
 
 def _pretrain_summary(run: Path) -> dict:
@@ -201,19 +209,27 @@ def _pretrain_one(args: argparse.Namespace, out: Path, init: str, k: int = 0) ->
         sets.append(f"train.seed={load_config(PretrainConfig, args.recipe, sets).train.seed + k}")
     run = pretrain_dir(out, init, k)
     enc = run / "encoder.safetensors"
-    if enc.is_file():
-        return enc
     if init == "hf_simmim":
-        from transfer_hf import pretrain_hf_peer
+        if not enc.is_file():
+            from transfer_hf import pretrain_hf_peer
 
-        pretrain_hf_peer(load_config(PretrainConfig, args.recipe, [*sets, "model.hie_weight=0"]), run)
+            pretrain_hf_peer(load_config(PretrainConfig, args.recipe, [*sets, "model.hie_weight=0"]), run)
         return enc
-    argv = ["pretrain", "--config", args.recipe, "--output-dir", str(run), "--resume", "auto"]
-    for s in [*sets, *(["model.hie_weight=0"] if init == "echocare_mim" else [])]:
-        argv += ["--set", s]
-    _cli(argv, f"pretrain {init}")
-    _cli(["export", str(run), "--out", str(enc)], f"export {init}")
+    if not enc.is_file():
+        argv = ["pretrain", "--config", args.recipe, "--output-dir", str(run), "--resume", "auto"]
+        for s in [*sets, *(["model.hie_weight=0"] if init == "echocare_mim" else [])]:
+            argv += ["--set", s]
+        _cli(argv, f"pretrain {init}")
+        _cli(["export", str(run), "--out", str(enc)], f"export {init}")
+    full = full_export(enc)
+    if args.head_init and not full.is_file():  # encoder + decoder, for model.head_init=decoder
+        _cli(["export", str(run), "--full", "--out", str(full)], f"export --full {init}")
     return enc
+
+
+def full_export(encoder: Path) -> Path:
+    """The ``--full`` export (encoder + pretraining decoder) next to a run's encoder export."""
+    return encoder.with_name("full.safetensors")
 
 
 def _worker_init(threads: int) -> None:
@@ -282,6 +298,8 @@ def finetune_overrides(args: argparse.Namespace, task: str, data: Path, init: st
         for key in ("embed_dim", "depths", "num_heads"):
             if getattr(m, key, None) is not None:  # (fields absent from configs without model sizes)
                 sets.append(f"model.{key}={json.dumps(getattr(m, key))}")
+    if task == "segmentation" and Path(init).name == "full.safetensors":
+        sets.append("model.head_init=decoder")  # --head-init (see finetune_all)
     if task == "segmentation":
         sets += [f"data.root={data / 'train'}", f"data.val_root={data / 'val'}", "data.num_classes=2",
                  f"model.head={json.dumps({'feature_size': args.seg_feature_size})}",
@@ -328,7 +346,11 @@ def finetune_all(args: argparse.Namespace, out: Path, encoders: dict, inits: lis
     def weights(init: str, seed: int) -> str:  # fine-tuning seed s starts from pretraining run s mod K
         return "random" if init == "random" else str(encoders[(init, seed % args.pretrain_seeds)])
 
-    calls = [(args, out, *c, weights(c[1], c[3])) for c in cells]
+    def head_init(task: str, init: str) -> bool:  # --head-init: echocare's segmentation heads start from its decoder
+        return args.head_init and task == "segmentation" and init in ("echocare", "echocare_mim")
+
+    calls = [(args, out, *c, str(full_export(Path(weights(c[1], c[3])))) if head_init(c[0], c[1])
+              else weights(c[1], c[3])) for c in cells]
     paths = run_jobs(args.jobs, _finetune_one, calls)
     return {c: json.loads(p.read_text()) for c, p in zip(cells, paths)}
 

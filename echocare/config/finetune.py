@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from collections.abc import Sequence
-from typing import Optional
+from typing import Literal, Optional
 
 from echocare.config.errors import ConfigError
 from echocare.config.schema import OptimConfig, TrainConfig, _f, check_architecture_fields
@@ -35,6 +35,10 @@ class FinetuneModelConfig:
     layer_decay: float = _f(0.75, "Layer-wise lr decay through the encoder's group_matcher (1 disables).")
     feature_norm: bool = _f(True, "Apply the encoder's final norm to the deepest feature map.")
     head: dict = _f({}, "Extra head arguments, e.g. {dropout: 0.1} or {feature_size: 32} (see echocare.models.heads).")
+    head_init: Literal["random", "decoder"] = _f(
+        "random", "Head weights: 'random', or 'decoder' = start the segmentation / enhancement head from the "
+        "pretraining decoder in model.init (a --full export of a run pretrained with model.decoder=unetr and "
+        "model.decoder_dim equal to the head's feature_size).")
 
     def validate(self) -> None:
         """Check value ranges."""
@@ -44,6 +48,9 @@ class FinetuneModelConfig:
             raise ConfigError(f"model.layer_decay must be in (0, 1], got {self.layer_decay}")
         if not 0.0 <= self.drop_path_rate < 1.0:
             raise ConfigError(f"model.drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
+        if self.head_init == "decoder" and self.init == "random":
+            raise ConfigError("model.head_init=decoder takes the decoder from model.init; set model.init to a --full "
+                              "export of a run pretrained with model.decoder=unetr")
         check_architecture_fields(self)
 
 

@@ -40,7 +40,14 @@ class ModelConfig:
     patch_size: int = _f(4, "Swin patch-embedding size in pixels (mask token granularity).")
     window_size: int = _f(8, "Swin attention window size in tokens.")
     in_chans: int = _f(1, "Input channels (1 = grayscale ultrasound).")
-    decoder: Literal["simmim", "progressive"] = _f("simmim", "Image decoder for reconstruction.")
+    decoder: Literal["simmim", "progressive", "unetr"] = _f(
+        "simmim", "Image decoder for reconstruction; 'unetr' = the segmentation head's decoder, so a fine-tune "
+        "can start its head from it (finetune model.head_init=decoder)."
+    )
+    decoder_dim: Optional[int] = _f(
+        None, "Width of the progressive / unetr decoder at full resolution; null = min(48, embed_dim). For "
+        "model.head_init=decoder it must equal the head's feature_size."
+    )
     decoder_output: Literal["sigmoid", "linear"] = _f(
         "sigmoid", "Reconstruction output: 'sigmoid' = squashed into [0, 1]; 'linear' = raw, as SimMIM's head."
     )
@@ -63,6 +70,11 @@ class ModelConfig:
             raise ConfigError(f"model.drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
         if self.hie_weight < 0:
             raise ConfigError(f"model.hie_weight must be >= 0, got {self.hie_weight}")
+        if self.decoder_dim is not None and self.decoder_dim < 1:
+            raise ConfigError(f"model.decoder_dim must be null or a positive width, got {self.decoder_dim}")
+        if self.decoder_dim is not None and self.decoder == "simmim":
+            raise ConfigError("model.decoder_dim sets the progressive / unetr decoder's width; the simmim decoder "
+                              "has none (leave it null)")
         if self.target_norm_patch:
             if self.target_norm_patch < 2 or self.img_size % self.target_norm_patch:
                 raise ConfigError(

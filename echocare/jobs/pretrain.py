@@ -48,7 +48,8 @@ def build_pretrain_task(cfg: PretrainConfig) -> tuple[PretrainTask, Ontology | N
     onto = load_ontology(m.ontology) if m.hie_weight > 0 else None
     model = create_model(
         m.name, ontology=onto, in_chans=m.in_chans, img_size=m.img_size, patch_size=m.patch_size,
-        window_size=m.window_size, decoder=m.decoder, decoder_output=m.decoder_output,
+        window_size=m.window_size, decoder=m.decoder, decoder_dim=m.decoder_dim,
+        decoder_output=m.decoder_output,
         target_norm_patch=m.target_norm_patch, hie_weight=m.hie_weight,
         drop_path_rate=m.drop_path_rate,
         embed_dim=m.embed_dim, depths=m.depths, num_heads=m.num_heads,

@@ -10,6 +10,10 @@ SimMIM's head does (the loss then pulls it into range; visualisations clamp it).
 * ``progressive``: a SwinUNETR-style decoder that upsamples stage by stage (x2 each) back to full
   resolution, fusing a skip connection at every scale: the encoder stages at strides >= p and strided
   conv blocks on the *masked* image below p (masked pixels are zero there, so nothing leaks).
+* ``unetr``: the segmentation head's own decoder (:class:`~echocare.models.heads.unetr.UnetrPyramidDecoder`,
+  SwinUNETR's layout) with the image as its output. Its tensors have the head's names and shapes, so a
+  fine-tune can start its segmentation or enhancement head from them (``model.head_init=decoder``) instead of
+  from random weights. Its image stem also sees only the masked image.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["DECODERS", "OUTPUTS", "ProgressiveDecoder", "SimMIMDecoder", "build_decoder"]
+__all__ = ["DECODERS", "OUTPUTS", "ProgressiveDecoder", "SimMIMDecoder", "UnetrDecoder", "build_decoder"]
 
 OUTPUTS = ("sigmoid", "linear")
 
@@ -162,7 +166,39 @@ class ProgressiveDecoder(nn.Module):
         return _activate(self.head(x), self.output)
 
 
-DECODERS = ("simmim", "progressive")
+class UnetrDecoder(nn.Module):
+    """The fine-tuning heads' pyramid decoder (``net``), trained to reconstruct the image.
+
+    ``net`` is a :class:`~echocare.models.heads.unetr.UnetrPyramidDecoder`: its state dict (``net.*``) has the
+    keys and shapes of a segmentation / enhancement head of the same ``feature_size``.
+
+    Args:
+        encoder_channels: channels of each encoder stage (strides p * 2**i).
+        patch_size: encoder patch size p (a power of two).
+        out_chans: image channels to reconstruct.
+        feature_size: decoder width at full resolution (the head's ``feature_size``).
+        norm_name: MONAI norm for the conv blocks (``"instance"``, the heads' default).
+        output: ``"sigmoid"`` (reconstruction in [0, 1]) or ``"linear"`` (raw).
+    """
+
+    feature_indices: int | None = None  # all stages
+
+    def __init__(self, encoder_channels: Sequence[int], patch_size: int, out_chans: int, feature_size: int = 32,
+                 norm_name: str | tuple = "instance", output: str = "sigmoid") -> None:
+        super().__init__()
+        from echocare.models.heads.unetr import UnetrPyramidDecoder  # heavy (MONAI), only when built
+
+        self.output = _check_output(output)
+        info = [{"num_chs": int(c), "reduction": patch_size * 2**i} for i, c in enumerate(encoder_channels)]
+        self.net = UnetrPyramidDecoder()
+        self.net.build_decoder(info, out_chans, out_chans, feature_size, norm_name, "unetr decoder")
+
+    def forward(self, features: Sequence[torch.Tensor], image: torch.Tensor) -> torch.Tensor:
+        """features: per-stage NCHW maps; image: masked image (B, C, H, W) -> recon (B, C, H, W)."""
+        return _activate(self.net.decode(features, image), self.output)
+
+
+DECODERS = ("simmim", "progressive", "unetr")
 
 
 def build_decoder(
@@ -176,11 +212,11 @@ def build_decoder(
     """Build a decoder by name.
 
     Args:
-        kind: ``"simmim"`` or ``"progressive"``.
+        kind: ``"simmim"``, ``"progressive"`` or ``"unetr"``.
         encoder_channels: channels per encoder stage (``[info["num_chs"] for info in encoder.feature_info]``).
         patch_size: encoder patch size.
         out_chans: image channels.
-        feature_size: progressive decoder width (default ``min(48, encoder_channels[0])``).
+        feature_size: progressive / unetr decoder width (default ``min(48, encoder_channels[0])``).
         output: ``"sigmoid"`` or ``"linear"`` (see the module docstring).
 
     Raises:
@@ -192,4 +228,7 @@ def build_decoder(
     if kind == "progressive":
         size = feature_size or min(48, encoder_channels[0])
         return ProgressiveDecoder(encoder_channels, patch_size, out_chans, feature_size=size, output=output)
+    if kind == "unetr":
+        size = feature_size or min(48, encoder_channels[0])
+        return UnetrDecoder(encoder_channels, patch_size, out_chans, feature_size=size, output=output)
     raise ValueError(f"unknown decoder {kind!r}; choose one of {', '.join(DECODERS)}")

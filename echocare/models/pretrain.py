@@ -33,11 +33,11 @@ class EchoCarePretrainModel(nn.Module):
 
     Args:
         encoder: an ``EchoCareSwin``.
-        decoder: ``"simmim"`` or ``"progressive"``.
+        decoder: ``"simmim"``, ``"progressive"`` or ``"unetr"`` (see :mod:`echocare.models.decoders`).
         ontology: anatomy ontology (``ancestor_index``, ``parent_index``, ``level_nodes``) or None for
             MIM only (``logits`` is then None and ``loss_hie`` 0).
         hie_weight: weight lambda of the hierarchical loss.
-        decoder_dim: progressive decoder width (default ``min(48, embed_dim)``).
+        decoder_dim: progressive / unetr decoder width (default ``min(48, embed_dim)``).
         classifier_hidden: classifier MLP width (default ``encoder.num_features``).
         classifier_dropout: dropout inside the classifier MLP.
         decoder_output: ``"sigmoid"`` (reconstruction in [0, 1]) or ``"linear"`` (raw, SimMIM's head).
@@ -179,10 +179,11 @@ def create_model(
             are accepted at run time.
         patch_size: 4 (strides 4..32) or 2 (the report's 2x2 patches: strides 2..16).
         window_size: attention window (8 divides the token grids of 256-px inputs).
-        decoder: ``"simmim"`` (linear head) or ``"progressive"`` (SwinUNETR-style upsampling).
+        decoder: ``"simmim"`` (linear head), ``"progressive"`` (SwinUNETR-style upsampling) or ``"unetr"``
+            (the segmentation head's decoder, transferable to it).
         hie_weight: lambda in ``L = L_MIM + lambda * L_HIE``.
         drop_path_rate: stochastic depth of the encoder.
-        decoder_dim: progressive decoder width.
+        decoder_dim: progressive / unetr decoder width.
         classifier_hidden: hierarchical classifier MLP width.
         classifier_dropout: dropout in the classifier MLP.
         decoder_output: ``"sigmoid"`` (reconstruction in [0, 1]) or ``"linear"`` (raw, SimMIM's head).

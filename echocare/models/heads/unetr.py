@@ -103,6 +103,39 @@ class UnetrPyramidDecoder(nn.Module):
         return self.out(x)  # (B, out_chans, H, W)
 
 
+    def load_decoder_state(self, state: dict[str, torch.Tensor], where: str) -> list[str]:
+        """Start this head from a pretrained decoder of the same layout (``echocare.models.decoders.UnetrDecoder``).
+
+        Args:
+            state: the decoder's ``net.*`` tensors with the ``net.`` prefix removed.
+            where: names the source in error messages.
+
+        Returns:
+            The keys left at their fresh initialisation: the output block (``out.*``) when its channel count
+            differs (a K-class segmentation head from an image decoder).
+
+        Raises:
+            ValueError: a tensor is missing, left over or of another shape (another ``feature_size``,
+                ``image_stem`` or backbone): one line naming the first difference.
+        """
+        parts = ("encoders.", "decoders.", "out.")  # not e.g. the enhancement head's discriminator
+        own = {k: v for k, v in self.state_dict().items() if k.startswith(parts)}
+        skipped = [k for k in own if k.startswith("out.") and k in state and state[k].shape != own[k].shape]
+        missing = [k for k in own if k not in state]
+        extra = [k for k in state if k not in own]
+        if missing or extra:
+            raise ValueError(f"{where}: the pretrained decoder's layout differs from this head's (missing "
+                             f"{missing[:3]}, unexpected {extra[:3]}); pretrain with the head's image_stem and "
+                             "the same backbone")
+        for k, v in state.items():
+            if k not in skipped and v.shape != own[k].shape:
+                raise ValueError(f"{where}: decoder tensor {k} is {tuple(v.shape)}, the head's is "
+                                 f"{tuple(own[k].shape)}; pretrain with model.decoder_dim equal to the head's "
+                                 "feature_size")
+        self.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
+        return skipped
+
+
 class _UpNoSkip(nn.Module):
     """×2 upsampling without a skip: transposed conv, then a residual conv block (``image_stem=False``)."""
 

@@ -13,11 +13,13 @@ from echocare.tasks.finetune.model import (
     build_backbone,
     build_finetune_model,
     head_arguments,
+    init_head_from_decoder,
     load_finetuned,
     move_batch,
+    read_pretrained_decoder,
     save_finetuned,
 )
 
 __all__ = ["FINETUNE_FORMAT", "FinetuneTask", "build_backbone", "build_finetune_model", "collect_predictions",
-           "compute_metrics", "evaluate_dataset", "head_arguments", "headline", "load_finetuned", "move_batch",
-           "save_finetuned"]
+           "compute_metrics", "evaluate_dataset", "head_arguments", "headline", "init_head_from_decoder",
+           "load_finetuned", "move_batch", "read_pretrained_decoder", "save_finetuned"]

@@ -25,7 +25,8 @@ from echocare.errors import DataError
 from echocare.models import create_encoder
 from echocare.models.encoder import EchoCareSwin
 from echocare.models.heads import FinetuneModel, create_head, head_uses_backbone
-from echocare.models.hub import load_backbone
+from echocare.models.heads.unetr import UnetrPyramidDecoder
+from echocare.models.hub import FULL_FORMAT, load_backbone, read_weights
 from echocare.tasks.registry import get_task
 from echocare.tasks.spec import TaskSpec
 
@@ -34,7 +35,8 @@ logger = logging.getLogger(__name__)
 FINETUNE_FORMAT = "echocare-finetune"
 
 __all__ = ["FINETUNE_FORMAT", "FinetuneTask", "build_backbone", "build_finetune_model", "head_arguments",
-           "layer_decay_groups", "load_finetuned", "needs_backbone", "save_finetuned"]
+           "init_head_from_decoder", "layer_decay_groups", "load_finetuned", "needs_backbone", "read_pretrained_decoder",
+           "save_finetuned"]
 
 NO_BACKBONE = "none"  # ``architecture`` metadata of a model without an image backbone (3-D CNN clip models)
 
@@ -72,6 +74,42 @@ def build_backbone(init: str, name: str, img_size: int, patch_size: int = 4, win
             raise ValueError(f"model.{key}={want} but {init} holds a backbone with {key}={stored[key]}; "
                              f"set model.{key}=null to use the file's architecture")
     return backbone
+
+
+def read_pretrained_decoder(path: str | Path) -> dict[str, torch.Tensor]:
+    """The ``unetr`` pretraining decoder of a ``--full`` export, keyed like a pyramid head's tensors.
+
+    Raises:
+        DataError: not a ``--full`` export, or a run pretrained with another decoder (the message says how to
+            make one that fits).
+    """
+    state, raw = read_weights(path)
+    if raw.get("format") != FULL_FORMAT:
+        raise DataError(f"{path}: model.head_init=decoder needs a --full export (echocare export RUN --full --out "
+                        f"FILE), got format {raw.get('format')!r}")
+    prefix = "decoder.net."
+    decoder = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not decoder:
+        raise DataError(f"{path}: holds no unetr decoder (its run was pretrained with another model.decoder); "
+                        "model.head_init=decoder needs a run pretrained with model.decoder=unetr")
+    return decoder
+
+
+def init_head_from_decoder(model: FinetuneModel, decoder: dict[str, torch.Tensor], where: str) -> None:
+    """Load a pretraining decoder (:func:`read_pretrained_decoder`) into a pyramid head (segmentation, enhancement).
+
+    Raises:
+        DataError: the head is not a pyramid decoder, or the decoder does not fit it.
+    """
+    if not isinstance(model.head, UnetrPyramidDecoder):
+        raise DataError(f"model.head_init=decoder: the {type(model.head).__name__} has no pyramid decoder to start "
+                        "from a pretraining decoder (segmentation and enhancement heads have)")
+    try:
+        fresh = model.head.load_decoder_state(decoder, where)
+    except ValueError as err:
+        raise DataError(str(err)) from None
+    logger.info("head: decoder from %s (%d tensors; fresh: %s)", where, len(decoder) - len(fresh),
+                ", ".join(fresh) or "none")
 
 
 def head_arguments(task: str | TaskSpec, num_outputs: int, temporal: bool, extra: dict | None = None,
