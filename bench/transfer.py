@@ -16,6 +16,9 @@ Given an unlabeled image pool and a labeled downstream set in the HC18 layout (`
 6. write ``results.md`` (mean ± std, paired bootstrap deltas, gap closed), ``results.json`` and
    ``label_efficiency_<task>.png``.
 
+``--head-init`` pretrains echocare with the segmentation head's own decoder (``model.decoder=unetr``) and starts
+its segmentation heads from that decoder (``model.head_init=decoder``) instead of from random weights.
+
 Finished steps are reused when the command is run again with the same settings (a different setting in the
 same --out is an error). The echocare verbs run through ``echocare.cli.main``: in this process, or with
 ``--jobs N`` in N worker processes at once (the pretrainings together, then the fine-tuning cells; on one GPU the

@@ -152,3 +152,18 @@ def test_pretrain_seeds_give_each_finetuning_seed_its_own_pretraining_run(tmp_pa
     bad = subprocess.run([sys.executable, str(REPO / "bench" / "transfer.py"), "--out", str(tmp_path / "x"), *ARGS,
                           "--pretrain-seeds", "2"], capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
     assert bad.returncode == 2 and "--pretrain-seeds must be in [1, --seeds=1]" in bad.stderr
+
+
+@pytest.mark.skipif(not (HC18 / "labels.csv").is_file(), reason="HC18 data not present at ../shared/data/hc18_256")
+def test_head_init_pretrains_the_heads_decoder_and_starts_echocare_segmentation_from_it(tmp_path):
+    out = tmp_path / "bench"
+    proc = _run(out, "--fractions", "1.0", "--tasks", "segmentation", "--inits", "random,echocare", "--head-init")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pre = yaml.safe_load((out / "pretrain" / "echocare" / "config.yaml").read_text())["model"]
+    assert (pre["decoder"], pre["decoder_dim"]) == ("unetr", 8)  # 8 = --seg-feature-size
+    cells = out / "finetune" / "segmentation"
+    echo = yaml.safe_load((cells / "echocare" / "frac-100" / "seed-0" / "config.yaml").read_text())["model"]
+    assert echo["init"] == str(out / "pretrain" / "echocare" / "full.safetensors") and echo["head_init"] == "decoder"
+    rand = yaml.safe_load((cells / "random" / "frac-100" / "seed-0" / "config.yaml").read_text())["model"]
+    assert (rand["init"], rand["head_init"]) == ("random", "random")
+    assert json.loads((out / "settings.json").read_text())["head_init"] is True

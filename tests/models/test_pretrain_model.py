@@ -36,8 +36,11 @@ def _model(**kw):
         dict(decoder="progressive", patch_size=2),
         dict(decoder="simmim", decoder_output="linear"),
         dict(decoder="progressive", decoder_output="linear"),
+        dict(decoder="unetr", in_chans=3, img_size=(64, 96)),
+        dict(decoder="unetr", patch_size=2, decoder_output="linear"),
     ],
-    ids=["simmim", "progressive_rgb_nonsquare", "progressive_patch2", "simmim_linear", "progressive_linear"],
+    ids=["simmim", "progressive_rgb_nonsquare", "progressive_patch2", "simmim_linear", "progressive_linear",
+         "unetr_rgb_nonsquare", "unetr_patch2_linear"],
 )
 def test_every_parameter_gets_a_gradient(kw):
     model = _model(**kw)
@@ -70,7 +73,12 @@ def progressive_model():
     return _model(decoder="progressive")
 
 
-@pytest.mark.parametrize("decoder", ["simmim", "progressive"])
+@pytest.fixture(scope="module")
+def unetr_model():
+    return _model(decoder="unetr")
+
+
+@pytest.mark.parametrize("decoder", ["simmim", "progressive", "unetr"])
 def test_masked_pixels_do_not_leak_into_reconstruction(decoder, request):
     model = request.getfixturevalue(f"{decoder}_model").eval()
     images, mask, _ = _batch()
