@@ -102,7 +102,6 @@ class UnetrPyramidDecoder(nn.Module):
             x = self.decoders[j](x) if skip is None else self.decoders[j](x, skip)  # (B, F_j, H/s_j, W/s_j)
         return self.out(x)  # (B, out_chans, H, W)
 
-
     def load_decoder_state(self, state: dict[str, torch.Tensor], where: str) -> list[str]:
         """Start this head from a pretrained decoder of the same layout (``echocare.models.decoders.UnetrDecoder``).
 
