@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -126,6 +127,20 @@ def test_paired_delta_ci_over_seeds_covers_seed_to_seed_spread():
     steady = {n: [0.5, 0.5] for n in names}  # the same gain under every seed: no spread to cover
     assert paired_delta_seeds(steady, ref, 200) == pytest.approx((0.5, 0.5))
     assert paired_delta_seeds({n: [0.5] for n in names}, {n: [0.0] for n in names}, 200) is None  # one seed
+
+
+def test_gap_closed_at_every_fraction_below_the_full_set():
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from transfer_report import gap_closed
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    random = {0.05: 0.80, 0.1: 0.88, 1.0: 0.94}
+    gaps = gap_closed(random, {0.05: 0.86, 0.1: 0.89, 1.0: 0.93})
+    assert list(gaps) == [0.05, 0.1]  # (none at the full set itself)
+    assert gaps[0.05] == pytest.approx(0.06 / 0.14) and gaps[0.1] == pytest.approx(0.01 / 0.06)
+    assert list(gap_closed(random, {0.1: 0.9})) == [0.1]  # only where the init has runs
+    assert np.isnan(gap_closed({0.1: 0.9, 1.0: 0.9}, {0.1: 0.95})[0.1])  # no gap to close
 
 
 @pytest.mark.skipif(not (HC18 / "labels.csv").is_file(), reason="HC18 data not present at ../shared/data/hc18_256")
