@@ -75,12 +75,23 @@ def clip_hf_windows(model) -> int:
     return rebuilt
 
 
+# echocare model keys the peer has no equivalent for, with their plain-SimMIM values (hie_weight: the benchmark
+# always passes 0 for the peer; decoder_output: the peer's head is always linear)
+UNUSED_MODEL_KEYS = {"decoder": "simmim", "decoder_dim": None, "target_norm_patch": 0}
+
+
+def unapplied_model_keys(model_cfg) -> dict:
+    """The ``model.*`` settings of an echocare ``ModelConfig`` that the peer cannot follow (set away from plain
+    SimMIM), ``{key: value}``."""
+    return {k: getattr(model_cfg, k) for k, plain in UNUSED_MODEL_KEYS.items() if getattr(model_cfg, k) != plain}
+
+
 def pretrain_hf_peer(cfg, out_dir: Path, log_every: int = 10) -> Path:
     """Pretrain the HF SimMIM peer with ``cfg``'s data, optimizer and schedule; write ``out_dir/encoder.safetensors``.
 
     Args:
-        cfg: the echocare ``PretrainConfig`` of the benchmark recipe (its ``model.hie_weight`` and
-            ``model.decoder`` are not used: the peer is plain SimMIM by construction).
+        cfg: the echocare ``PretrainConfig`` of the benchmark recipe (its ``model.hie_weight`` and the keys of
+            :data:`UNUSED_MODEL_KEYS` are not used: the peer is plain SimMIM by construction; set ones are logged).
         out_dir: run folder (``hf_model/`` = HF ``save_pretrained``, ``metrics.jsonl``, ``encoder.safetensors``).
         log_every: steps between metrics lines.
 
@@ -96,6 +107,10 @@ def pretrain_hf_peer(cfg, out_dir: Path, log_every: int = 10) -> Path:
     from echocare.engine.threads import configure_threads
     from echocare.jobs.pretrain import build_pretrain_loader
 
+    ignored = unapplied_model_keys(cfg.model)
+    if ignored:  # e.g. --set model.target_norm_patch=8 or --head-init: echocare's runs have them, the peer not
+        logger.warning("HF peer: plain SimMIM (linear head, raw-pixel targets); not applied: %s",
+                       ", ".join(f"model.{k}={v}" for k, v in ignored.items()))
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.train.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

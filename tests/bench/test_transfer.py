@@ -129,6 +129,22 @@ def test_paired_delta_ci_over_seeds_covers_seed_to_seed_spread():
     assert paired_delta_seeds({n: [0.5] for n in names}, {n: [0.0] for n in names}, 200) is None  # one seed
 
 
+def test_hf_peer_names_the_model_settings_it_cannot_follow():
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from transfer_hf import unapplied_model_keys
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    from echocare.config import PretrainConfig, load_config
+
+    plain = load_config(PretrainConfig, REPO / "recipes" / "pretrain" / "small.yaml", ["data.shards=x"])
+    assert unapplied_model_keys(plain.model) == {}
+    odd = load_config(PretrainConfig, REPO / "recipes" / "pretrain" / "small.yaml",
+                      ["data.shards=x", "model.decoder=unetr", "model.decoder_dim=8", "model.decoder_output=linear",
+                       "model.target_norm_patch=8"])
+    assert unapplied_model_keys(odd.model) == {"decoder": "unetr", "decoder_dim": 8, "target_norm_patch": 8}
+
+
 def test_gap_closed_at_every_fraction_below_the_full_set():
     sys.path.insert(0, str(REPO / "bench"))
     try:
