@@ -283,8 +283,14 @@ def pretrain_all(args: argparse.Namespace, out: Path, inits: list[str]) -> tuple
     return encoders, {pretrain_dir(out, i, k).name: _pretrain_summary(pretrain_dir(out, i, k)) for i, k in todo}
 
 
-def finetune_overrides(args: argparse.Namespace, task: str, data: Path, init: str, frac: float, seed: int) -> list[str]:
-    """``--set`` overrides of one fine-tuning run."""
+def starts_head_from_decoder(args: argparse.Namespace, task: str, init: str) -> bool:
+    """``--head-init``: the segmentation heads of echocare's inits start from their pretraining decoder."""
+    return args.head_init and task == "segmentation" and init in ("echocare", "echocare_mim")
+
+
+def finetune_overrides(args: argparse.Namespace, task: str, data: Path, init: str, frac: float, seed: int,
+                       head_init: bool = False) -> list[str]:
+    """``--set`` overrides of one fine-tuning run (``init``: the weights; ``head_init``: also the head's)."""
     from echocare.config import PretrainConfig, load_config
 
     pcfg = load_config(PretrainConfig, args.recipe, pretrain_overrides(args, data / "shards"))
@@ -301,8 +307,8 @@ def finetune_overrides(args: argparse.Namespace, task: str, data: Path, init: st
         for key in ("embed_dim", "depths", "num_heads"):
             if getattr(m, key, None) is not None:  # (fields absent from configs without model sizes)
                 sets.append(f"model.{key}={json.dumps(getattr(m, key))}")
-    if task == "segmentation" and Path(init).name == "full.safetensors":
-        sets.append("model.head_init=decoder")  # --head-init (see finetune_all)
+    if head_init:
+        sets.append("model.head_init=decoder")
     if task == "segmentation":
         sets += [f"data.root={data / 'train'}", f"data.val_root={data / 'val'}", "data.num_classes=2",
                  f"model.head={json.dumps({'feature_size': args.seg_feature_size})}",
@@ -326,7 +332,8 @@ def _finetune_one(args: argparse.Namespace, out: Path, task: str, init: str, fra
     if not (run / "metrics.json").is_file():
         argv = ["finetune", "--config", str(REPO / "recipes" / "finetune" / f"{task}.yaml"),
                 "--output-dir", str(run), "--resume", "auto"]
-        for s in finetune_overrides(args, task, data, weights, frac, seed):
+        for s in finetune_overrides(args, task, data, weights, frac, seed,
+                                    starts_head_from_decoder(args, task, init)):
             argv += ["--set", s]
         _cli(argv, f"finetune {task} {init} {frac} {seed}")
     test = data / "test" if task == "segmentation" else data / "test" / "values.csv"
@@ -349,11 +356,11 @@ def finetune_all(args: argparse.Namespace, out: Path, encoders: dict, inits: lis
     def weights(init: str, seed: int) -> str:  # fine-tuning seed s starts from pretraining run s mod K
         return "random" if init == "random" else str(encoders[(init, seed % args.pretrain_seeds)])
 
-    def head_init(task: str, init: str) -> bool:  # --head-init: echocare's segmentation heads start from its decoder
-        return args.head_init and task == "segmentation" and init in ("echocare", "echocare_mim")
+    def source(task: str, init: str, seed: int) -> str:  # with --head-init, the export that also holds the decoder
+        path = weights(init, seed)
+        return str(full_export(Path(path))) if starts_head_from_decoder(args, task, init) else path
 
-    calls = [(args, out, *c, str(full_export(Path(weights(c[1], c[3])))) if head_init(c[0], c[1])
-              else weights(c[1], c[3])) for c in cells]
+    calls = [(args, out, *c, source(c[0], c[1], c[3])) for c in cells]
     paths = run_jobs(args.jobs, _finetune_one, calls)
     return {c: json.loads(p.read_text()) for c, p in zip(cells, paths)}
 

@@ -35,8 +35,8 @@ logger = logging.getLogger(__name__)
 FINETUNE_FORMAT = "echocare-finetune"
 
 __all__ = ["FINETUNE_FORMAT", "FinetuneTask", "build_backbone", "build_finetune_model", "head_arguments",
-           "init_head_from_decoder", "layer_decay_groups", "load_finetuned", "needs_backbone", "read_pretrained_decoder",
-           "save_finetuned"]
+           "init_head_from_decoder", "layer_decay_groups", "load_finetuned", "needs_backbone",
+           "read_pretrained_decoder", "save_finetuned"]
 
 NO_BACKBONE = "none"  # ``architecture`` metadata of a model without an image backbone (3-D CNN clip models)
 
