@@ -29,8 +29,8 @@ from echocare.errors import DataError
 from echocare.jobs.preflight import check_model_name, check_resume
 from echocare.metrics import flatten_metrics
 from echocare.metrics.jsonsafe import dumps_strict
-from echocare.tasks.finetune import (FinetuneTask, build_backbone, build_finetune_model, init_head_from_decoder,
-                                     read_pretrained_decoder, save_finetuned)
+from echocare.tasks.finetune import (FinetuneTask, build_backbone, build_finetune_model, build_head,
+                                     init_head_from_decoder, read_pretrained_decoder, save_finetuned)
 from echocare.tasks.finetune.evaluation import collect_predictions, compute_metrics, evaluate_dataset, headline
 from echocare.tasks.finetune.model import needs_backbone
 from echocare.tasks.registry import get_task
@@ -254,6 +254,11 @@ def run_finetune(cfg: FinetuneConfig, output_dir: str | Path, resume: str | Path
     # a random encoder is built after the Trainer has seeded every RNG
     backbone = encoder() if use_backbone and m.init != "random" else None
     decoder = read_pretrained_decoder(m.init) if m.head_init == "decoder" else None
+    if decoder is not None:  # a decoder that does not fit the head is refused here, before anything is written
+        if backbone is None:
+            raise DataError(f"model.head_init=decoder: this {spec.name} head reads no image encoder, so it has no "
+                            "pyramid decoder to start from a pretraining decoder")
+        init_head_from_decoder(build_head(backbone, spec, head_args), decoder, m.init)
     trainer = Trainer(cfg.train, cfg.optim, out, config=cfg)
     train_ds = make_dataset(spec, cfg, train_records, train=True)
     val_ds = make_dataset(spec, cfg, [data.val.records[i] for i in data.val_idx])
@@ -265,7 +270,7 @@ def run_finetune(cfg: FinetuneConfig, output_dir: str | Path, resume: str | Path
         logger.warning("model.init=%s is not used: the %s head has no image encoder", m.init, spec.name)
     model = build_finetune_model(backbone, spec, head_args, m.feature_norm, m.linear_probe)
     if decoder is not None:
-        init_head_from_decoder(model, decoder, m.init)
+        init_head_from_decoder(model.head, decoder, m.init)
     task = FinetuneTask(model, 1.0 if m.linear_probe else m.layer_decay)
     loader = EpochLoader(train_ds, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed, rank=trainer.rank,
                          world_size=trainer.world_size, num_workers=cfg.data.num_workers, weights=weights)

@@ -78,7 +78,7 @@ def test_segmentation_head_takes_every_decoder_tensor_but_the_class_output(unetr
     full, _, decoder = unetr_run
     model = _model(full, "segmentation", 3)
     fresh_out = model.head.out.conv.conv.weight.clone()
-    init_head_from_decoder(model, read_pretrained_decoder(full), str(full))
+    init_head_from_decoder(model.head, read_pretrained_decoder(full), str(full))
     head = model.head.state_dict()
     for k, v in decoder.items():
         name = k[len("net."):]
@@ -92,7 +92,7 @@ def test_enhancement_head_takes_the_output_block_too_and_keeps_its_discriminator
     full, _, decoder = unetr_run
     model = _model(full, "enhancement", 1)
     disc = {k: v.clone() for k, v in model.head.discriminator.state_dict().items()}
-    init_head_from_decoder(model, read_pretrained_decoder(full), str(full))
+    init_head_from_decoder(model.head, read_pretrained_decoder(full), str(full))
     assert torch.equal(model.head.out.conv.conv.weight, decoder["net.out.conv.conv.weight"])
     assert all(torch.equal(model.head.discriminator.state_dict()[k], v) for k, v in disc.items())
 
@@ -106,11 +106,11 @@ def test_refusals_name_the_fix(unetr_run, tmp_path):
         read_pretrained_decoder(simmim_full)
     decoder = read_pretrained_decoder(full)
     with pytest.raises(DataError, match="model.decoder_dim equal to the head's feature_size"):
-        init_head_from_decoder(_model(full, "segmentation", 2, feature_size=16), decoder, str(full))
+        init_head_from_decoder(_model(full, "segmentation", 2, feature_size=16).head, decoder, str(full))
     with pytest.raises(DataError, match="layout differs"):
-        init_head_from_decoder(_model(full, "segmentation", 2, image_stem=False), decoder, str(full))
+        init_head_from_decoder(_model(full, "segmentation", 2, image_stem=False).head, decoder, str(full))
     with pytest.raises(DataError, match="has no pyramid decoder"):
-        init_head_from_decoder(_model(full, "classification", 2), decoder, str(full))
+        init_head_from_decoder(_model(full, "classification", 2).head, decoder, str(full))
 
 
 def test_config_checks():
@@ -137,3 +137,15 @@ def test_finetune_job_starts_its_head_from_the_decoder(unetr_run, tmp_path, capl
     assert summary["step"] == 1
     assert any("head: decoder from" in r.getMessage() and "fresh: out.conv.conv.weight" in r.getMessage()
                for r in caplog.records)
+
+
+def test_finetune_job_refuses_a_decoder_that_does_not_fit_before_writing(unetr_run, tmp_path):
+    full, _, _ = unetr_run
+    root = make_example_dataset("segmentation", tmp_path / "seg", patients=3, frames=2, size=40)
+    cfg = load_config(FinetuneConfig, None, [
+        "task=segmentation", f"data.root={root}", f"model.init={full}", "model.head_init=decoder",
+        'model.head={"feature_size": 16}', "model.img_size=64", "train.max_steps=1", "train.precision=fp32",
+        r"data.group_regex=(patient\d+)"])
+    with pytest.raises(DataError, match="model.decoder_dim equal to the head's feature_size"):
+        run_finetune(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -12,6 +12,7 @@ from echocare.tasks.finetune.model import (
     FinetuneTask,
     build_backbone,
     build_finetune_model,
+    build_head,
     head_arguments,
     init_head_from_decoder,
     load_finetuned,
@@ -20,6 +21,6 @@ from echocare.tasks.finetune.model import (
     save_finetuned,
 )
 
-__all__ = ["FINETUNE_FORMAT", "FinetuneTask", "build_backbone", "build_finetune_model", "collect_predictions",
-           "compute_metrics", "evaluate_dataset", "head_arguments", "headline", "init_head_from_decoder",
-           "load_finetuned", "move_batch", "read_pretrained_decoder", "save_finetuned"]
+__all__ = ["FINETUNE_FORMAT", "FinetuneTask", "build_backbone", "build_finetune_model", "build_head",
+           "collect_predictions", "compute_metrics", "evaluate_dataset", "head_arguments", "headline",
+           "init_head_from_decoder", "load_finetuned", "move_batch", "read_pretrained_decoder", "save_finetuned"]

@@ -34,8 +34,8 @@ logger = logging.getLogger(__name__)
 
 FINETUNE_FORMAT = "echocare-finetune"
 
-__all__ = ["FINETUNE_FORMAT", "FinetuneTask", "build_backbone", "build_finetune_model", "head_arguments",
-           "init_head_from_decoder", "layer_decay_groups", "load_finetuned", "needs_backbone",
+__all__ = ["FINETUNE_FORMAT", "FinetuneTask", "build_backbone", "build_finetune_model", "build_head",
+           "head_arguments", "init_head_from_decoder", "layer_decay_groups", "load_finetuned", "needs_backbone",
            "read_pretrained_decoder", "save_finetuned"]
 
 NO_BACKBONE = "none"  # ``architecture`` metadata of a model without an image backbone (3-D CNN clip models)
@@ -95,17 +95,17 @@ def read_pretrained_decoder(path: str | Path) -> dict[str, torch.Tensor]:
     return decoder
 
 
-def init_head_from_decoder(model: FinetuneModel, decoder: dict[str, torch.Tensor], where: str) -> None:
+def init_head_from_decoder(head: nn.Module, decoder: dict[str, torch.Tensor], where: str) -> None:
     """Load a pretraining decoder (:func:`read_pretrained_decoder`) into a pyramid head (segmentation, enhancement).
 
     Raises:
         DataError: the head is not a pyramid decoder, or the decoder does not fit it.
     """
-    if not isinstance(model.head, UnetrPyramidDecoder):
-        raise DataError(f"model.head_init=decoder: the {type(model.head).__name__} has no pyramid decoder to start "
+    if not isinstance(head, UnetrPyramidDecoder):
+        raise DataError(f"model.head_init=decoder: the {type(head).__name__} has no pyramid decoder to start "
                         "from a pretraining decoder (segmentation and enhancement heads have)")
     try:
-        fresh = model.head.load_decoder_state(decoder, where)
+        fresh = head.load_decoder_state(decoder, where)
     except ValueError as err:
         raise DataError(str(err)) from None
     logger.info("head: decoder from %s (%d tensors; fresh: %s)", where, len(decoder) - len(fresh),
@@ -133,13 +133,18 @@ def needs_backbone(task: str | TaskSpec, head_args: dict[str, Any]) -> bool:
     return head_uses_backbone(get_task(task).head, **head_args)
 
 
+def build_head(backbone: nn.Module | None, task: str | TaskSpec, head_args: dict[str, Any]) -> nn.Module:
+    """The head of ``task`` over ``backbone``'s features (None for a head without a backbone)."""
+    return create_head(get_task(task).head, backbone.feature_info if backbone is not None else None, **head_args)
+
+
 def build_finetune_model(backbone: nn.Module | None, task: str | TaskSpec, head_args: dict[str, Any],
                          feature_norm: bool = True, linear_probe: bool = False) -> FinetuneModel:
     """Backbone + the head of ``task`` (``linear_probe`` freezes the backbone).
 
     ``backbone`` is None for a head that does not use one (see :func:`needs_backbone`).
     """
-    head = create_head(get_task(task).head, backbone.feature_info if backbone is not None else None, **head_args)
+    head = build_head(backbone, task, head_args)
     if backbone is not None and hasattr(backbone, "mask_token"):
         backbone.mask_token.requires_grad_(False)  # unused in fine-tuning (and DDP rejects unused params)
     return FinetuneModel(backbone, head, feature_norm=feature_norm, freeze_backbone=linear_probe)
