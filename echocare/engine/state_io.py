@@ -92,7 +92,13 @@ def decode_state(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if "__items__" in obj:
         return {decode_state(k, tensors): decode_state(v, tensors) for k, v in obj["__items__"]}
     if "__ndarray__" in obj:
-        return np.asarray(obj["__ndarray__"], dtype=np.dtype(str(obj["dtype"])))
+        try:
+            dtype = np.dtype(str(obj.get("dtype")))
+            if dtype.kind not in "biufc":  # numbers only: no object arrays from a handed-over checkpoint
+                raise TypeError(f"non-numeric dtype {dtype}")
+            return np.asarray(obj["__ndarray__"], dtype=dtype)
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"checkpoint state holds a malformed array ({err})") from None
     if "__float__" in obj:
         if obj["__float__"] not in ("nan", "inf", "-inf"):
             raise CheckpointError(f"checkpoint state holds a malformed float {obj['__float__']!r}")

@@ -192,6 +192,13 @@ def test_state_codec_round_trip(tmp_path):
     assert (random.random(), np.random.rand(), torch.rand(1)) == a
     with pytest.raises(TypeError, match="s.x"):
         save_state({"x": object()}, tmp_path / "s")
+    from echocare.engine.state_io import CheckpointError
+
+    for bad in ({"__ndarray__": [1], "dtype": "O"}, {"__ndarray__": [1], "dtype": "no-such-type"},
+                {"__ndarray__": ["x"], "dtype": "uint32"}):  # a handed-over checkpoint's JSON is untrusted
+        (tmp_path / "bad.json").write_text(json.dumps({"a": bad}))
+        with pytest.raises(CheckpointError, match="malformed array"):
+            load_state(tmp_path / "bad")
 
 
 def test_deepspeed_engine_state_loads_weights_only(tmp_path):
