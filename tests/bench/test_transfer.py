@@ -159,6 +159,55 @@ def test_gap_closed_at_every_fraction_below_the_full_set():
     assert np.isnan(gap_closed({0.1: 0.9, 1.0: 0.9}, {0.1: 0.95})[0.1])  # no gap to close
 
 
+def test_gap_closed_ci_resamples_seeds_and_images_together():
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from transfer_report import gap_closed_ci
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    names = [f"img{i}" for i in range(40)]
+    low = {n: [0.80, 0.80] for n in names}
+    full = {n: [0.90, 0.90] for n in names}
+    # An init that lands on random@full on every image and seed closes the whole gap in every resample.
+    assert gap_closed_ci(low, full, {n: [0.90, 0.90] for n in names}, 200) == pytest.approx((1.0, 1.0))
+    # Seed 0 closes the whole gap, seed 1 none: the point estimate is 0.5 and the CI spans the two seeds.
+    lo, hi = gap_closed_ci(low, full, {n: [0.90, 0.80] for n in names}, 400)
+    assert lo == pytest.approx(0.0) and hi == pytest.approx(1.0)
+    # Image-level noise with a steady seed effect: a CI around 0.5 that excludes 0 and 1.
+    rng = np.random.default_rng(0)
+    noisy = {n: [0.85 + e, 0.85 + e] for n, e in zip(names, rng.normal(0, 0.01, len(names)))}
+    lo, hi = gap_closed_ci(low, full, noisy, 400)
+    assert 0.0 < lo < 0.5 < hi < 1.0
+    assert gap_closed_ci({n: [0.8] for n in names}, {n: [0.9] for n in names}, {n: [0.85] for n in names}, 50) is None
+
+
+def test_report_brackets_the_gap_closed_with_its_ci_only_when_there_are_seeds(tmp_path):
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from transfer_report import build_report
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    names = [f"img{i}" for i in range(20)]
+    scores = {("random", 0.1): 0.80, ("random", 1.0): 0.90, ("echocare", 0.1): 0.86, ("echocare", 1.0): 0.90}
+
+    def report(seeds: int, out: Path) -> tuple[str, dict]:
+        runs = {("segmentation", init, frac, s): {"headline": {"mean_dice": v + 0.01 * s},
+                                                 "per_image": {n: v + 0.01 * s for n in names}}
+                for (init, frac), v in scores.items() for s in range(seeds)}
+        settings = {"command": "x", "seeds": seeds, "fractions": "0.1,1.0",
+                    "split": {"n": {"test": len(names)}, "subjects": {"test": names}}}
+        out.mkdir()
+        doc = build_report(runs, settings, {}, out, n_bootstrap=50)
+        return (out / "results.md").read_text(), doc["tasks"]["segmentation"]
+
+    md, tdoc = report(1, tmp_path / "one")
+    assert "- echocare (L_MIM + L_HIE): 0.60\n" in md and "gap_closed_ci_seeds" not in tdoc
+    md, tdoc = report(2, tmp_path / "two")
+    lo, hi = tdoc["gap_closed_ci_seeds"]["echocare"]["0.1"]
+    assert lo <= tdoc["gap_closed"]["echocare"] <= hi
+    assert f"- echocare (L_MIM + L_HIE): 0.60 [{lo:.2f}, {hi:.2f}]" in md and "over seeds × test images;" in md
+
+
 @pytest.mark.skipif(not (HC18 / "labels.csv").is_file(), reason="HC18 data not present at ../shared/data/hc18_256")
 def test_pretrain_seeds_give_each_finetuning_seed_its_own_pretraining_run(tmp_path):
     out = tmp_path / "bench"
