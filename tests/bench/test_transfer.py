@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -76,18 +77,18 @@ def test_transfer_smoke_outputs_consistent_and_resumable(tmp_path):
     assert changed.returncode == 2 and "other settings" in changed.stderr
 
 
-def _transfer_module():
+def _bench_module(name: str = "transfer"):
+    """Import one of the bench scripts' modules (bench/ is not a package) without leaving bench/ on sys.path."""
     sys.path.insert(0, str(REPO / "bench"))
     try:
-        import transfer
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(REPO / "bench"))
-    return transfer
 
 
 def test_run_jobs_spawns_workers_keeps_order_and_collects_failures(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "bench"))  # as when run as a script: workers import the module
-    run_jobs = _transfer_module().run_jobs
+    run_jobs = _bench_module().run_jobs
     assert run_jobs(1, divmod, [(7, 2), (9, 4)]) == [(3, 1), (2, 1)]  # in this process
     pids = run_jobs(2, os.getpid, [(), (), ()])
     assert len(pids) == 3 and os.getpid() not in pids  # every call in a worker process
@@ -97,7 +98,7 @@ def test_run_jobs_spawns_workers_keeps_order_and_collects_failures(monkeypatch):
 
 
 def test_fine_tuning_budgets_per_task():
-    transfer = _transfer_module()
+    transfer = _bench_module()
     args = transfer.parse_args(["--out", "x"])
     assert transfer.task_value(args.ft_steps, "segmentation") == 800
     assert transfer.task_value(args.ft_steps, "regression") == 200
@@ -110,11 +111,8 @@ def test_fine_tuning_budgets_per_task():
 
 
 def test_paired_delta_ci_over_seeds_covers_seed_to_seed_spread():
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        from transfer_report import paired_delta, paired_delta_seeds
-    finally:
-        sys.path.remove(str(REPO / "bench"))
+    module = _bench_module("transfer_report")
+    paired_delta, paired_delta_seeds = module.paired_delta, module.paired_delta_seeds
     names = [f"img{i}" for i in range(50)]
     ref = {n: [0.0, 0.0] for n in names}
     # Seed 0 gains +1 on every image, seed 1 loses 1: the seed-averaged difference is 0 on every image, so
@@ -130,11 +128,7 @@ def test_paired_delta_ci_over_seeds_covers_seed_to_seed_spread():
 
 
 def test_hf_peer_names_the_model_settings_it_cannot_follow():
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        from transfer_hf import unapplied_model_keys
-    finally:
-        sys.path.remove(str(REPO / "bench"))
+    unapplied_model_keys = _bench_module("transfer_hf").unapplied_model_keys
     from echocare.config import PretrainConfig, load_config
 
     plain = load_config(PretrainConfig, REPO / "recipes" / "pretrain" / "small.yaml", ["data.shards=x"])
@@ -146,11 +140,7 @@ def test_hf_peer_names_the_model_settings_it_cannot_follow():
 
 
 def test_gap_closed_at_every_fraction_below_the_full_set():
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        from transfer_report import gap_closed
-    finally:
-        sys.path.remove(str(REPO / "bench"))
+    gap_closed = _bench_module("transfer_report").gap_closed
     random = {0.05: 0.80, 0.1: 0.88, 1.0: 0.94}
     gaps = gap_closed(random, {0.05: 0.86, 0.1: 0.89, 1.0: 0.93})
     assert list(gaps) == [0.05, 0.1]  # (none at the full set itself)
@@ -160,11 +150,7 @@ def test_gap_closed_at_every_fraction_below_the_full_set():
 
 
 def test_gap_closed_ci_resamples_seeds_and_images_together():
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        from transfer_report import gap_closed_ci
-    finally:
-        sys.path.remove(str(REPO / "bench"))
+    gap_closed_ci = _bench_module("transfer_report").gap_closed_ci
     names = [f"img{i}" for i in range(40)]
     low = {n: [0.80, 0.80] for n in names}
     full = {n: [0.90, 0.90] for n in names}
@@ -182,11 +168,7 @@ def test_gap_closed_ci_resamples_seeds_and_images_together():
 
 
 def test_report_brackets_the_gap_closed_with_its_ci_only_when_there_are_seeds(tmp_path):
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        from transfer_report import build_report
-    finally:
-        sys.path.remove(str(REPO / "bench"))
+    build_report = _bench_module("transfer_report").build_report
     names = [f"img{i}" for i in range(20)]
     scores = {("random", 0.1): 0.80, ("random", 1.0): 0.90, ("echocare", 0.1): 0.86, ("echocare", 1.0): 0.90}
 
