@@ -13,8 +13,8 @@ Given an unlabeled image pool and a labeled downstream set in the HC18 layout (`
 5. fine-tune from every init (random, echocare, echocare_mim, hf_simmim) for head segmentation and HC
    regression at each label fraction and seed (``echocare finetune``, validation on the val subjects), and
    score on the test subjects (``echocare evaluate --data TEST`` + per-image scores for paired deltas);
-6. write ``results.md`` (mean ± std, paired bootstrap deltas, gap closed), ``results.json`` and
-   ``label_efficiency_<task>.png``.
+6. write ``results.md`` (mean ± std, paired bootstrap deltas, gap closed with its seeds × images CI when there
+   are seeds), ``results.json`` and ``label_efficiency_<task>.png``.
 
 ``--head-init`` pretrains echocare with the segmentation head's own decoder (``model.decoder=unetr``) and starts
 its segmentation heads from that decoder (``model.head_init=decoder``) instead of from random weights.
