@@ -16,6 +16,10 @@ Given an unlabeled image pool and a labeled downstream set in the HC18 layout (`
 6. write ``results.md`` (mean ± std, paired bootstrap deltas, gap closed with its seeds × images CI when there
    are seeds), ``results.json`` and ``label_efficiency_<task>.png``.
 
+``--hc-target px`` regresses HC in pixels of the stored image and scores it in mm with each image's pixel size,
+as HC18's own evaluation converts: the pixel size is not in the image, so mm from pixels alone is mostly a guess
+at the scanner's zoom (see bench/transfer_data.py).
+
 ``--head-init`` pretrains echocare with the segmentation head's own decoder (``model.decoder=unetr``) and starts
 its segmentation heads from that decoder (``model.head_init=decoder``) instead of from random weights.
 
@@ -42,6 +46,8 @@ import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 INITS = ("random", "echocare", "echocare_mim", "hf_simmim")
@@ -102,6 +108,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fractions", default="0.1,1.0", help="label fractions (of training subjects)")
     p.add_argument("--tasks", default=",".join(TASKS), help="segmentation,regression")
     p.add_argument("--inits", default=",".join(INITS), help=",".join(INITS))
+    p.add_argument("--hc-target", default="mm", choices=("mm", "px"),
+                   help="HC regression target: mm as labelled, or pixels of the stored image, scored in mm with each "
+                        "image's pixel size (the pixel size is not in the image; needs it in labels.csv)")
     p.add_argument("--split", default="0.7,0.1,0.2", help="train,val,test subject fractions")
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--limit-subjects", type=int, default=None, help="use only the first N subjects (smoke runs)")
@@ -138,6 +147,8 @@ def _settings(args: argparse.Namespace) -> dict:
         settings["pretrain_seeds"] = args.pretrain_seeds
     if args.head_init:  # (absent = off, likewise)
         settings["head_init"] = True
+    if args.hc_target != "mm":  # (absent = mm, likewise)
+        settings["hc_target"] = args.hc_target
     return settings
 
 
@@ -167,6 +178,9 @@ def prepare(args: argparse.Namespace, out: Path) -> dict:
                                      keep)
         split_path.write_text(json.dumps(split, indent=1))
     split = json.loads(split_path.read_text())
+    if args.hc_target == "px" and "hc_px" not in (work / "train" / "values.csv").read_text().split("\n", 1)[0]:
+        raise ValueError(f"--hc-target px needs pixel sizes (pixel_size_mm_original, scale_factor) in "
+                         f"{Path(args.data) / 'labels.csv'}, and a --out whose data was built with them")
     shards = work / "shards"
     if not (shards / "index.json").is_file():
         manifest = write_manifest(work, args.label or None, args.img_size)
@@ -315,13 +329,14 @@ def finetune_overrides(args: argparse.Namespace, task: str, data: Path, init: st
                  "data.group_regex=([^/_]+)_[^/]*$"]
     else:
         sets += [f"data.root={data / 'train' / 'values.csv'}", f"data.val_root={data / 'val' / 'values.csv'}",
-                 "data.path_column=image", "data.value_columns=[hc_mm]", "data.group_column=group"]
+                 "data.path_column=image", f"data.value_columns=[hc_{args.hc_target}]", "data.group_column=group"]
     return [*sets, *args.ft_set]
 
 
 def _finetune_one(args: argparse.Namespace, out: Path, task: str, init: str, frac: float, seed: int,
                   weights: str) -> Path:
     """One (task, init, fraction, seed) cell: fine-tune, evaluate on test, per-image scores (reused when done)."""
+    from transfer_data import mm_errors
     from transfer_report import per_image_scores
 
     data = out / "data"
@@ -341,6 +356,11 @@ def _finetune_one(args: argparse.Namespace, out: Path, task: str, init: str, fra
           str(run / "test_metrics.json"), "--set", "eval.ci=false"], f"evaluate {run}")
     headline = json.loads((run / "test_metrics.json").read_text())["headline"]
     scores = per_image_scores(run, task, data / "test")
+    if task == "regression" and args.hc_target == "px":  # scored in mm, like the mm target
+        scores = mm_errors(scores, data / "test" / "values.csv")
+        err = np.asarray(list(scores.values()))
+        headline = {"mae": float(err.mean()), "rmse": float(np.sqrt((err ** 2).mean())),
+                    "mae_px": headline["mae"], "rmse_px": headline["rmse"]}
     done.write_text(json.dumps({"headline": headline, "per_image": scores}))
     return done
 

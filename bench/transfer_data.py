@@ -1,7 +1,13 @@
 """Data preparation of the transfer benchmark (bench/transfer.py): subject split, downstream sets, pool, manifest.
 
 HC18 layout (``--data``): ``images/NNN_hc.png``, ``masks/NNN_hc.png`` (0/255), ``labels.csv`` with columns
-``image, mask, hc_mm``. The subject is the number before the first ``_`` of the file name.
+``image, mask, hc_mm`` and optionally ``pixel_size_mm_original, scale_factor`` (the original pixel size and the
+resize factor of the stored image). The subject is the number before the first ``_`` of the file name.
+
+HC in mm is the head's size in the image times the pixel size, and the pixel size is not in the image (HC18's
+spans 0.05 to 0.39 mm; its correlation with HC is 0.8). Given the pixel sizes, the regression sets also carry
+``hc_px`` (HC in pixels of the stored image, which the image determines) and ``mm_per_px``, so a model can
+regress pixels and be scored in mm, as HC18's own evaluation does (:func:`mm_errors`).
 """
 
 from __future__ import annotations
@@ -87,12 +93,44 @@ def read_hc18(root: Path) -> list[dict[str, str]]:
     return rows
 
 
+def mm_per_px(row: dict[str, str]) -> float | None:
+    """Pixel size (mm) of the stored image of an HC18 row, or None without ``pixel_size_mm_original``.
+
+    Raises:
+        ValueError: a pixel size or scale factor that is not a positive number.
+    """
+    if not row.get("pixel_size_mm_original"):
+        return None
+    try:
+        size, scale = float(row["pixel_size_mm_original"]), float(row.get("scale_factor") or 1.0)
+    except ValueError:
+        raise ValueError(f"{row['image']}: pixel_size_mm_original / scale_factor are not numbers") from None
+    if not (size > 0 and scale > 0):
+        raise ValueError(f"{row['image']}: pixel size {size} and scale factor {scale} must be > 0")
+    return size / scale
+
+
+def mm_errors(px_errors: dict[str, float], values_csv: Path) -> dict[str, float]:
+    """Per-image absolute HC errors in pixels → mm, with each image's ``mm_per_px`` from ``values_csv``.
+
+    Raises:
+        ValueError: an image without a pixel size.
+    """
+    with values_csv.open(newline="") as fh:
+        scale = {Path(r["image"]).name: r.get("mm_per_px") for r in csv.DictReader(fh)}
+    missing = [n for n in px_errors if not scale.get(n)]
+    if missing:
+        raise ValueError(f"{values_csv}: no mm_per_px for {len(missing)} image(s), e.g. {missing[:3]}")
+    return {n: e * float(scale[n]) for n, e in px_errors.items()}
+
+
 def prepare_downstream(root: Path, work: Path, fractions: tuple[float, float, float], seed: int,
                        limit_subjects: int | None = None) -> dict:
     """Write ``work/{train,val,test}/`` downstream sets and return the split document.
 
     Each split folder holds ``images/`` (copies), ``masks/`` (binarised to {0, 1}: the labeled-data scanner
-    takes mask values as class ids) and ``values.csv`` (``image, hc_mm, group``) for HC regression.
+    takes mask values as class ids) and ``values.csv`` (``image, hc_mm, group``, plus ``hc_px, mm_per_px`` when
+every row has a pixel size) for HC regression.
 
     Returns:
         ``{"subjects": {split: [ids]}, "images": {split: [names]}, "n": {split: count}}``.
@@ -103,6 +141,10 @@ def prepare_downstream(root: Path, work: Path, fractions: tuple[float, float, fl
         subjects = subjects[:limit_subjects]
         rows = [r for r in rows if subject_of(r["image"]) in set(subjects)]
     assign = split_subjects(subjects, fractions, seed)
+    scales = [mm_per_px(r) for r in rows]
+    sized = all(v is not None for v in scales)
+    if not sized and any(v is not None for v in scales):
+        logger.warning("%s: only some rows have a pixel size; values.csv gets no hc_px", root / "labels.csv")
     doc: dict = {"subjects": {s: [] for s in SPLITS}, "images": {s: [] for s in SPLITS}}
     for subj in subjects:
         doc["subjects"][assign[subj]].append(subj)
@@ -112,16 +154,17 @@ def prepare_downstream(root: Path, work: Path, fractions: tuple[float, float, fl
             (work / split / sub).mkdir(parents=True, exist_ok=True)
         fh = (work / split / "values.csv").open("w", newline="")
         writers[split] = (fh, csv.writer(fh))
-        writers[split][1].writerow(["image", "hc_mm", "group"])
+        writers[split][1].writerow(["image", "hc_mm", "group", *(["hc_px", "mm_per_px"] if sized else [])])
     try:
-        for r in rows:
+        for r, scale in zip(rows, scales):
             subj = subject_of(r["image"])
             split = assign[subj]
             name = Path(r["image"]).name
             shutil.copyfile(root / r["image"], work / split / "images" / name)
             mask = np.asarray(Image.open(root / r["mask"]).convert("L"))
             Image.fromarray((mask > 127).astype(np.uint8)).save(work / split / "masks" / name)
-            writers[split][1].writerow([f"images/{name}", r["hc_mm"], subj])
+            px = [f"{float(r['hc_mm']) / scale:.4f}", f"{scale:.6g}"] if sized else []
+            writers[split][1].writerow([f"images/{name}", r["hc_mm"], subj, *px])
             doc["images"][split].append(name)
     finally:
         for fh, _ in writers.values():

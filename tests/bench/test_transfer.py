@@ -77,6 +77,34 @@ def test_transfer_smoke_outputs_consistent_and_resumable(tmp_path):
     assert changed.returncode == 2 and "other settings" in changed.stderr
 
 
+@pytest.mark.skipif(not (HC18 / "labels.csv").is_file(), reason="HC18 data not present at ../shared/data/hc18_256")
+def test_hc_in_pixels_is_scored_in_mm_with_each_images_pixel_size(tmp_path):
+    out = tmp_path / "px"
+    proc = _run(out, "--tasks", "regression", "--inits", "random", "--fractions", "1.0", "--hc-target", "px")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = out / "finetune" / "regression" / "random" / "frac-100" / "seed-0"
+    assert "value_columns:\n  - hc_px" in (run / "config.yaml").read_text()
+    result = json.loads((run / "test_result.json").read_text())
+    evaluated = json.loads((run / "test_metrics.json").read_text())  # evaluate scores the target: pixels
+    rows = (out / "data" / "test" / "values.csv").read_text().splitlines()[1:]
+    scale = {r.split(",")[0].split("/")[-1]: float(r.split(",")[4]) for r in rows}
+    px = [err / scale[name] for name, err in result["per_image"].items()]
+    assert sum(px) / len(px) == pytest.approx(evaluated["headline"]["mae"], rel=1e-4) == result["headline"]["mae_px"]
+    mm = list(result["per_image"].values())
+    assert result["headline"]["mae"] == pytest.approx(sum(mm) / len(mm))
+    assert json.loads((out / "settings.json").read_text())["hc_target"] == "px"
+
+    labels = tmp_path / "nosize" / "labels.csv"  # a set without pixel sizes: one line, exit 2
+    labels.parent.mkdir()
+    for sub in ("images", "masks"):
+        (labels.parent / sub).symlink_to(HC18 / sub)
+    lines = (HC18 / "labels.csv").read_text().splitlines()
+    labels.write_text("\n".join(",".join(x.split(",")[i] for i in (0, 1, 3)) for x in lines) + "\n")
+    bad = _run(tmp_path / "bad", "--tasks", "regression", "--inits", "random", "--hc-target", "px",
+               "--data", str(labels.parent))
+    assert bad.returncode == 2 and "--hc-target px needs pixel sizes" in bad.stderr.splitlines()[-1]
+
+
 def _bench_module(name: str = "transfer"):
     """Import one of the bench scripts' modules (bench/ is not a package) without leaving bench/ on sys.path."""
     sys.path.insert(0, str(REPO / "bench"))

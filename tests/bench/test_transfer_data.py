@@ -61,7 +61,9 @@ def test_downstream_sets_and_pool(tmp_path):
     mask = np.asarray(Image.open(work / "test" / "masks" / doc["images"]["test"][0]))
     assert set(np.unique(mask)) == {0, 1}  # 0/255 masks become class ids 0/1
     rows = (work / "train" / "values.csv").read_text().splitlines()
-    assert rows[0] == "image,hc_mm,group" and len(rows) == doc["n"]["train"] + 1
+    assert rows[0] == "image,hc_mm,group,hc_px,mm_per_px" and len(rows) == doc["n"]["train"] + 1
+    image, hc_mm, _, hc_px, scale = rows[1].split(",")
+    assert float(scale) == pytest.approx(0.1 / 0.32) and float(hc_px) == pytest.approx(float(hc_mm) / float(scale))
 
     test_names, test_subjects = set(doc["images"]["test"]), set(doc["subjects"]["test"])
     rep = td.prepare_pool(tmp_path / "hc18" / "images", work, test_names, test_subjects, same_as_downstream=True)
@@ -76,3 +78,26 @@ def test_downstream_sets_and_pool(tmp_path):
     rep = td.prepare_pool(other, tmp_path / "work2", test_names, test_subjects, same_as_downstream=False)
     assert rep == {"kept": 1, "left_out": 1}
     assert td.write_manifest(work, "fetus/brain/transthalamic", 64).is_file()
+
+
+def test_pixel_sizes_give_hc_in_pixels_and_errors_back_in_mm(tmp_path):
+    td = _module()
+    assert td.mm_per_px({"image": "a", "pixel_size_mm_original": "0.2", "scale_factor": "0.25"}) == pytest.approx(0.8)
+    assert td.mm_per_px({"image": "a", "pixel_size_mm_original": "0.2"}) == pytest.approx(0.2)  # not resized
+    assert td.mm_per_px({"image": "a", "hc_mm": "100"}) is None
+    for bad in ({"pixel_size_mm_original": "0"}, {"pixel_size_mm_original": "x"},
+                {"pixel_size_mm_original": "0.1", "scale_factor": "-1"}):
+        with pytest.raises(ValueError, match="a:"):
+            td.mm_per_px({"image": "a", **bad})
+
+    values = tmp_path / "values.csv"
+    values.write_text("image,hc_mm,group,hc_px,mm_per_px\nimages/a_hc.png,100,a,200,0.5\nimages/b_hc.png,90,b,30,3\n")
+    assert td.mm_errors({"a_hc.png": 4.0, "b_hc.png": 1.5}, values) == {"a_hc.png": 2.0, "b_hc.png": 4.5}
+    with pytest.raises(ValueError, match="no mm_per_px for 1"):
+        td.mm_errors({"c_hc.png": 1.0}, values)
+
+    _hc18(tmp_path / "hc18", subjects=4)  # without pixel sizes: no hc_px column
+    labels = tmp_path / "hc18" / "labels.csv"
+    labels.write_text("\n".join(",".join(line.split(",")[i] for i in (0, 1, 3)) for line in labels.read_text().split()))
+    td.prepare_downstream(tmp_path / "hc18", tmp_path / "work", (0.5, 0.25, 0.25), seed=0)
+    assert (tmp_path / "work" / "train" / "values.csv").read_text().splitlines()[0] == "image,hc_mm,group"
