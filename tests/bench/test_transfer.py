@@ -57,7 +57,11 @@ def test_transfer_smoke_outputs_consistent_and_resumable(tmp_path):
             result = json.loads((run / "test_result.json").read_text())
             assert set(result["per_image"]) == test_images
             evaluated = json.loads((run / "test_metrics.json").read_text())
-            assert evaluated["n_items"] == len(test_images) and evaluated["headline"] == result["headline"]
+            assert evaluated["n_items"] == len(test_images)
+            if task == "segmentation":
+                assert evaluated["headline"] == result["headline"]
+            else:  # HC regressed in pixels (evaluate's units), reported in mm
+                assert evaluated["headline"]["mae"] == result["headline"]["mae_px"]
             headline = "mean_dice" if task == "segmentation" else "mae"
             assert tdoc["cells"][init]["0.5"][headline]["values"] == [result["headline"][headline]]
             if task == "regression":  # the per-image absolute errors average to evaluate's MAE
@@ -80,7 +84,7 @@ def test_transfer_smoke_outputs_consistent_and_resumable(tmp_path):
 @pytest.mark.skipif(not (HC18 / "labels.csv").is_file(), reason="HC18 data not present at ../shared/data/hc18_256")
 def test_hc_in_pixels_is_scored_in_mm_with_each_images_pixel_size(tmp_path):
     out = tmp_path / "px"
-    proc = _run(out, "--tasks", "regression", "--inits", "random", "--fractions", "1.0", "--hc-target", "px")
+    proc = _run(out, "--tasks", "regression", "--inits", "random", "--fractions", "1.0")  # --hc-target px
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = out / "finetune" / "regression" / "random" / "frac-100" / "seed-0"
     assert "value_columns:\n  - hc_px" in (run / "config.yaml").read_text()
@@ -93,6 +97,14 @@ def test_hc_in_pixels_is_scored_in_mm_with_each_images_pixel_size(tmp_path):
     mm = list(result["per_image"].values())
     assert result["headline"]["mae"] == pytest.approx(sum(mm) / len(mm))
     assert json.loads((out / "settings.json").read_text())["hc_target"] == "px"
+    mm = _run(out.with_name("mm"), "--tasks", "regression", "--inits", "random", "--fractions", "1.0",
+              "--hc-target", "mm")  # as labelled: evaluate's units are mm already
+    assert mm.returncode == 0, mm.stderr[-3000:]
+    run = out.with_name("mm") / "finetune" / "regression" / "random" / "frac-100" / "seed-0"
+    assert "value_columns:\n  - hc_mm" in (run / "config.yaml").read_text()
+    result = json.loads((run / "test_result.json").read_text())
+    assert json.loads((run / "test_metrics.json").read_text())["headline"] == result["headline"]
+    assert "hc_target" not in json.loads((out.with_name("mm") / "settings.json").read_text())
 
     labels = tmp_path / "nosize" / "labels.csv"  # a set without pixel sizes: one line, exit 2
     labels.parent.mkdir()
@@ -129,7 +141,8 @@ def test_fine_tuning_budgets_per_task():
     transfer = _bench_module()
     args = transfer.parse_args(["--out", "x"])
     assert transfer.task_value(args.ft_steps, "segmentation") == 800
-    assert transfer.task_value(args.ft_steps, "regression") == 200
+    assert transfer.task_value(args.ft_steps, "regression") == 800
+    assert args.hc_target == "px"
     args = transfer.parse_args(["--out", "x", "--ft-steps", "30", "--ft-eval-every", "segmentation=5,regression=0"])
     assert [transfer.task_value(args.ft_steps, t) for t in transfer.TASKS] == [30, 30]
     assert [transfer.task_value(args.ft_eval_every, t) for t in transfer.TASKS] == [5, 0]
