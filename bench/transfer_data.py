@@ -124,6 +124,19 @@ def mm_errors(px_errors: dict[str, float], values_csv: Path) -> dict[str, float]
     return {n: e * float(scale[n]) for n, e in px_errors.items()}
 
 
+def mean_baseline(work: Path, target: str) -> float:
+    """Test MAE in mm of predicting the training mean of ``target`` (``hc_mm`` or ``hc_px``) for every test image:
+    the floor a regression model has to beat. ``work`` holds the ``train/`` and ``test/`` sets."""
+    def read(split: str) -> list[dict[str, str]]:
+        with (work / split / "values.csv").open(newline="") as fh:
+            return list(csv.DictReader(fh))
+
+    mean = float(np.mean([float(r[target]) for r in read("train")]))
+    test = read("test")
+    scale = [float(r["mm_per_px"]) if target == "hc_px" else 1.0 for r in test]
+    return float(np.mean([abs(float(r[target]) - mean) * k for r, k in zip(test, scale)]))
+
+
 def prepare_downstream(root: Path, work: Path, fractions: tuple[float, float, float], seed: int,
                        limit_subjects: int | None = None) -> dict:
     """Write ``work/{train,val,test}/`` downstream sets and return the split document.

@@ -209,7 +209,8 @@ def _gap_section(per_init: dict, means: dict, headline: str, n_bootstrap: int, t
     return ["", f"{what}{ci_note}; the goal is ≥ 0.5.", "", *lines]
 
 
-def build_report(runs: dict, settings: dict, pretrain: dict, out: Path, n_bootstrap: int = 1000) -> dict:
+def build_report(runs: dict, settings: dict, pretrain: dict, out: Path, n_bootstrap: int = 1000,
+                 baselines: dict[str, str] | None = None) -> dict:
     """Write ``results.md``, ``results.json`` and ``label_efficiency_<task>.png``; return the results document.
 
     Args:
@@ -218,6 +219,7 @@ def build_report(runs: dict, settings: dict, pretrain: dict, out: Path, n_bootst
         pretrain: per pretrained init, its final losses and flags.
         out: output folder.
         n_bootstrap: bootstrap resamples of each paired CI.
+        baselines: per task, a sentence printed under its table (e.g. what predicting the mean scores).
     """
     from echocare.metrics import plot_label_efficiency
 
@@ -242,6 +244,9 @@ def build_report(runs: dict, settings: dict, pretrain: dict, out: Path, n_bootst
                     m: {"mean": s[0], "std": s[1], "values": cell["headline"][m]} for m, s in stats.items()}
                 row = [f"{stats[m][0]:.4f} ± {stats[m][1]:.4f}" if m in stats else "–" for m in metrics]
                 md.append(f"| {INIT_LABELS.get(init, init)} | {frac * 100:g}% | " + " | ".join(row) + " |")
+        if baselines and task in baselines:
+            task_doc["baseline"] = baselines[task]
+            md += ["", baselines[task]]
         pairs = [(i, "random") for i in per_init if i != "random" and "random" in per_init]
         pairs += [(a, b) for a, b in (("echocare", "echocare_mim"), ("echocare", "hf_simmim"),
                                       ("echocare_mim", "hf_simmim")) if a in per_init and b in per_init]

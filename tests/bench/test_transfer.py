@@ -70,6 +70,8 @@ def test_transfer_smoke_outputs_consistent_and_resumable(tmp_path):
     assert set(doc["pretraining"]) == {"echocare", "hf_simmim"}
     md = (out / "results.md").read_text()
     assert "echocare − random" in md and "Gap closed" in md and "## Pretraining" in md
+    assert "Predicting the training mean of hc_px for every test image: MAE" in md
+    assert doc["tasks"]["regression"]["baseline"].startswith("Predicting the training mean")
 
     stamp = (out / "finetune" / "segmentation" / "echocare" / "frac-100" / "seed-0" / "test_result.json").stat().st_mtime_ns
     again = _run(out, "--jobs", "2")  # resumable: finished runs are reused (also by spawned workers), report rewritten

@@ -96,6 +96,12 @@ def test_pixel_sizes_give_hc_in_pixels_and_errors_back_in_mm(tmp_path):
     with pytest.raises(ValueError, match="no mm_per_px for 1"):
         td.mm_errors({"c_hc.png": 1.0}, values)
 
+    for split, rows in (("train", "a.png,100,a,200,0.5\nb.png,140,b,300,0.5"), ("test", "c.png,90,c,30,3")):
+        (tmp_path / "sets" / split).mkdir(parents=True)
+        (tmp_path / "sets" / split / "values.csv").write_text("image,hc_mm,group,hc_px,mm_per_px\n" + rows + "\n")
+    assert td.mean_baseline(tmp_path / "sets", "hc_mm") == pytest.approx(30.0)  # |90 - 120|
+    assert td.mean_baseline(tmp_path / "sets", "hc_px") == pytest.approx(660.0)  # |30 - 250| px * 3 mm/px
+
     _hc18(tmp_path / "hc18", subjects=4)  # without pixel sizes: no hc_px column
     labels = tmp_path / "hc18" / "labels.csv"
     labels.write_text("\n".join(",".join(line.split(",")[i] for i in (0, 1, 3)) for line in labels.read_text().split()))
