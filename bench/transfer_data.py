@@ -5,7 +5,7 @@ HC18 layout (``--data``): ``images/NNN_hc.png``, ``masks/NNN_hc.png`` (0/255), `
 resize factor of the stored image). The subject is the number before the first ``_`` of the file name.
 
 HC in mm is the head's size in the image times the pixel size, and the pixel size is not in the image (HC18's
-spans 0.05 to 0.39 mm; its correlation with HC is 0.8). Given the pixel sizes, the regression sets also carry
+spans 0.05 to 0.39 mm; its correlation with HC in mm is 0.82). Given the pixel sizes, the regression sets also carry
 ``hc_px`` (HC in pixels of the stored image, which the image determines) and ``mm_per_px``, so a model can
 regress pixels and be scored in mm, as HC18's own evaluation does (:func:`mm_errors`).
 """
@@ -143,7 +143,7 @@ def prepare_downstream(root: Path, work: Path, fractions: tuple[float, float, fl
 
     Each split folder holds ``images/`` (copies), ``masks/`` (binarised to {0, 1}: the labeled-data scanner
     takes mask values as class ids) and ``values.csv`` (``image, hc_mm, group``, plus ``hc_px, mm_per_px`` when
-every row has a pixel size) for HC regression.
+    every row has a pixel size) for HC regression.
 
     Returns:
         ``{"subjects": {split: [ids]}, "images": {split: [names]}, "n": {split: count}}``.
