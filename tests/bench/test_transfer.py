@@ -215,9 +215,11 @@ def test_report_brackets_the_gap_closed_with_its_ci_only_when_there_are_seeds(tm
     names = [f"img{i}" for i in range(20)]
     scores = {("random", 0.1): 0.80, ("random", 1.0): 0.90, ("echocare", 0.1): 0.86, ("echocare", 1.0): 0.90}
 
-    def report(seeds: int, out: Path) -> tuple[str, dict]:
+    def report(seeds: int, out: Path, noise: float = 0.0, scores: dict = scores) -> tuple[str, dict]:
+        wobble = {n: noise * (-1) ** i for i, n in enumerate(names)}  # per-image noise, mean 0
         runs = {("segmentation", init, frac, s): {"headline": {"mean_dice": v + 0.01 * s},
-                                                 "per_image": {n: v + 0.01 * s for n in names}}
+                                                 "per_image": {n: v + 0.01 * s + wobble[n] * (frac < 1)
+                                                               for n in names}}
                 for (init, frac), v in scores.items() for s in range(seeds)}
         settings = {"command": "x", "seeds": seeds, "fractions": "0.1,1.0",
                     "split": {"n": {"test": len(names)}, "subjects": {"test": names}}}
@@ -231,6 +233,13 @@ def test_report_brackets_the_gap_closed_with_its_ci_only_when_there_are_seeds(tm
     lo, hi = tdoc["gap_closed_ci_seeds"]["echocare"]["0.1"]
     assert lo <= tdoc["gap_closed"]["echocare"] <= hi
     assert f"- echocare (L_MIM + L_HIE): 0.60 [{lo:.2f}, {hi:.2f}]" in md and "over seeds × test images;" in md
+    assert "own gap, random@100% − random@10% per test image: +0.1000, 95% CI [+0.1000, +0.1000]." in md
+    assert tdoc["random_gap"]["delta"] == pytest.approx(0.1)
+
+    flat = {**scores, ("random", 1.0): 0.80}  # random init has no label gap: the ratio divides by noise
+    md, tdoc = report(2, tmp_path / "flat", noise=0.05, scores=flat)
+    assert "it spans 0, so the ratio divides by noise." in md
+    assert tdoc["random_gap"]["ci_seeds_low"] <= 0 <= tdoc["random_gap"]["ci_seeds_high"]
 
 
 @pytest.mark.skipif(not (HC18 / "labels.csv").is_file(), reason="HC18 data not present at ../shared/data/hc18_256")
