@@ -140,7 +140,7 @@ def pretrain_hf_peer(cfg, out_dir: Path, log_every: int = 10) -> Path:
             bool_masked_pos = batch["mask"].flatten(1).bool().to(device)  # (B, (S/p)^2), 1 = masked token
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed == "bf16"):
                 loss = model(pixel_values=images, bool_masked_pos=bool_masked_pos).loss
-            if not math.isfinite(float(loss)):
+            if not math.isfinite(loss.item()):
                 raise RuntimeError(f"HF peer: non-finite loss at step {step}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -149,7 +149,7 @@ def pretrain_hf_peer(cfg, out_dir: Path, log_every: int = 10) -> Path:
             opt.step()
             step += 1
             if step % log_every == 0 or step == sched.total_steps:
-                lines.append({"step": step, "loss": float(loss), "lr": sched.peak_lr * factor})
+                lines.append({"step": step, "loss": loss.item(), "lr": sched.peak_lr * factor})
             if step >= sched.total_steps:
                 break
         if n_batches == 0:

@@ -70,6 +70,8 @@ def select(per_run: list[dict], labels: list[str]) -> tuple[dict, list[dict]]:
     """Pick one run per (task, init, fraction) on validation; return its cells and the candidates' table.
 
     A run is a candidate for a (task, init, fraction) when it holds every seed the union of runs holds there.
+    Raises ValueError when no run does, or when a candidate kept its weights on another metric than the task's
+    headline (its validation scores would not compare).
     """
     groups: dict[tuple, set[int]] = {}
     for cells in per_run:
@@ -78,16 +80,18 @@ def select(per_run: list[dict], labels: list[str]) -> tuple[dict, list[dict]]:
     chosen: dict = {}
     table = []
     for (task, init, frac), seeds in sorted(groups.items()):
-        higher = TASK_METRICS[task][2]
+        _, headline, higher = TASK_METRICS[task]
         scored = []
         for i, cells in enumerate(per_run):
             got = [cells.get((task, init, frac, s)) for s in sorted(seeds)]
             if all(got):
-                if len({c["on"] for c in got}) != 1:
-                    raise ValueError(f"{labels[i]}: {task} {init} runs selected their weights on different metrics")
-                scored.append((i, float(np.mean([c["val"] for c in got])), got[0]["on"]))
+                wrong = {c["on"] for c in got} - {headline}
+                if wrong:
+                    raise ValueError(f"{labels[i]}: {task} {init} fine-tunes kept their weights on {sorted(wrong)}, "
+                                     f"not on the headline {headline}; their validation scores do not compare")
+                scored.append((i, float(np.mean([c["val"] for c in got])), headline))
         if not scored:
-            continue
+            raise ValueError(f"no run holds every seed {sorted(seeds)} of {task} {init} at {frac * 100:g}% labels")
         best = scored[0]
         for cand in scored[1:]:  # strictly better only: ties stay with the run named first
             if (cand[1] > best[1]) if higher else (cand[1] < best[1]):
@@ -133,11 +137,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = [_read_json(r / "settings.json") for r in runs]
         check_comparable(settings, runs)
         per_run = [read_cells(r) for r in runs]
+        labels = [" ".join(s["ft_set"]) or "(recipe)" for s in settings]
+        chosen, table = select(per_run, labels)
     except (FileNotFoundError, ValueError) as err:
         print(f"transfer_select: error: {err}", file=sys.stderr)
         return 2
-    labels = [" ".join(s["ft_set"]) or "(recipe)" for s in settings]
-    chosen, table = select(per_run, labels)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     first = results[0]["settings"]

@@ -105,5 +105,15 @@ def test_runs_that_differ_in_more_than_ft_set_or_lack_validation_are_refused(tmp
     proc = _select(tmp_path / "out", a, no_val)
     assert proc.returncode == 2 and "no periodic validation" in proc.stderr
 
+    other_metric = _write_run(tmp_path / "other-metric", ["optim.lr=1e-4"], cell)
+    metrics = other_metric / "finetune" / "regression" / "random" / "frac-100" / "seed-0" / "metrics.json"
+    metrics.write_text(json.dumps({"split": "val", "selected_on": "rmse", "best_value": 30.0}))
+    proc = _select(tmp_path / "out", a, other_metric)
+    assert proc.returncode == 2 and "not on the headline mae" in proc.stderr
+
+    seed1 = _write_run(tmp_path / "seed1", ["optim.lr=2e-4"], {("random", 1.0, 1): (40.0, [1.0] * 4)})
+    proc = _select(tmp_path / "out", a, seed1)  # a has seed 0 only, seed1 seed 1 only: nothing to compare
+    assert proc.returncode == 2 and "no run holds every seed [0, 1] of regression random at 100% labels" in proc.stderr
+
     proc = _select(tmp_path / "out", a, tmp_path / "missing")
     assert proc.returncode == 2 and "finished bench/transfer.py --out folder" in proc.stderr
