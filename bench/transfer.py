@@ -85,7 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--recipe", default=str(REPO / "recipes" / "pretrain" / "small.yaml"), help="pretrain recipe")
     p.add_argument("--model", default="echocare_swin_nano", help="encoder (pretraining and random init)")
     p.add_argument("--img-size", type=int, default=64, help="pretraining and fine-tuning input side")
-    p.add_argument("--steps", type=int, default=1000, help="pretraining steps (echocare, MIM-only and HF peer)")
+    p.add_argument("--steps", type=int, default=4000,
+                   help="pretraining steps (echocare, MIM-only and HF peer): the small recipe's train.max_steps; "
+                        "tables 1-8 of docs/results.md used 1000")
     p.add_argument("--batch", type=int, default=32, help="pretraining batch")
     p.add_argument("--ft-steps", type=_per_task, default="segmentation=800,regression=800",
                    help="fine-tuning steps per run: N, or TASK=N,... (both tasks need ~800 steps before 100%% of "

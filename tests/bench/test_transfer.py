@@ -145,6 +145,11 @@ def test_fine_tuning_budgets_per_task():
     assert transfer.task_value(args.ft_steps, "segmentation") == 800
     assert transfer.task_value(args.ft_steps, "regression") == 800
     assert args.hc_target == "px"
+    from echocare.config import PretrainConfig, load_config
+
+    recipe = load_config(PretrainConfig, args.recipe, ["data.shards=x"])  # the benchmark measures the recipe's budget
+    assert (args.steps, args.batch, args.img_size, args.model) == (recipe.train.max_steps, recipe.train.batch_size,
+                                                                  recipe.model.img_size, recipe.model.name)
     args = transfer.parse_args(["--out", "x", "--ft-steps", "30", "--ft-eval-every", "segmentation=5,regression=0"])
     assert [transfer.task_value(args.ft_steps, t) for t in transfer.TASKS] == [30, 30]
     assert [transfer.task_value(args.ft_eval_every, t) for t in transfer.TASKS] == [5, 0]
