@@ -411,11 +411,9 @@ def main(argv: list[str] | None = None) -> int:
 
     settings.update(command="python bench/transfer.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
                     seeds=args.seeds, pretrain_seeds=args.pretrain_seeds, fractions=args.fractions, split=split)
-    from transfer_data import mean_baseline
+    from transfer_data import mean_baseline_sentence
 
-    target = f"hc_{args.hc_target}"
-    baselines = {"regression": f"Predicting the training mean of {target} for every test image: MAE "
-                               f"{mean_baseline(out / 'data', target):.4f} mm (the floor a model has to beat)."}
+    baselines = {"regression": mean_baseline_sentence(out / "data", f"hc_{args.hc_target}")}
     build_report(runs, settings, pretrain_summary, out, args.n_bootstrap, baselines)
     print(out / "results.md")
     return 0

@@ -137,6 +137,12 @@ def mean_baseline(work: Path, target: str) -> float:
     return float(np.mean([abs(float(r[target]) - mean) * k for r, k in zip(test, scale)]))
 
 
+def mean_baseline_sentence(work: Path, target: str) -> str:
+    """The report's line on :func:`mean_baseline`."""
+    return (f"Predicting the training mean of {target} for every test image: MAE {mean_baseline(work, target):.4f} mm "
+            "(the floor a model has to beat).")
+
+
 def prepare_downstream(root: Path, work: Path, fractions: tuple[float, float, float], seed: int,
                        limit_subjects: int | None = None) -> dict:
     """Write ``work/{train,val,test}/`` downstream sets and return the split document.

@@ -208,8 +208,9 @@ def _gap_section(per_init: dict, means: dict, headline: str, n_bootstrap: int, t
     ci_note = "; in brackets its 95% bootstrap CI over seeds × test images" if any_ci else ""
     rf, rl = per_init["random"][full]["per_image"], per_init["random"][low]["per_image"]
     own = paired_delta(rf, rl, n_bootstrap)
-    ci = paired_delta_seeds(rf, rl, n_bootstrap) or (own["ci_low"], own["ci_high"])
-    task_doc["random_gap"] = {**own, "ci_seeds_low": ci[0], "ci_seeds_high": ci[1]}
+    seeds_ci = paired_delta_seeds(rf, rl, n_bootstrap)
+    ci = seeds_ci or (own["ci_low"], own["ci_high"])  # (one seed: the CI over test images)
+    task_doc["random_gap"] = {**own, **({"ci_seeds_low": ci[0], "ci_seeds_high": ci[1]} if seeds_ci else {})}
     denominator = (f"Random init's own gap, random@{full * 100:g}% − random@{low * 100:g}% per test image: "
                    f"{own['delta']:+.4f}, 95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}]"
                    + ("; it spans 0, so the ratio divides by noise." if ci[0] <= 0 <= ci[1] else "."))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transfer_data import mean_baseline
+from transfer_data import mean_baseline_sentence
 from transfer_report import INIT_LABELS, TASK_METRICS, build_report
 
 
@@ -40,13 +40,11 @@ def read_cells(run: Path) -> dict:
     """``{(task, init, fraction, seed): {"val": best validation value, "on": metric, "test": test result}}``."""
     cells = {}
     for done in sorted(run.glob("finetune/*/*/frac-*/seed-*/test_result.json")):
-        seed_dir = done.parent
-        frac_dir, init_dir, task_dir = seed_dir.parent, seed_dir.parent.parent, seed_dir.parent.parent.parent
-        metrics = _read_json(seed_dir / "metrics.json")
+        task, init, frac, seed = done.relative_to(run).parts[1:5]  # finetune/TASK/INIT/frac-F/seed-S/...
+        metrics = _read_json(done.parent / "metrics.json")
         if metrics.get("best_value") is None:
-            raise ValueError(f"{seed_dir} has no periodic validation (best_value): fine-tune with train.eval_every")
-        key = (task_dir.name, init_dir.name, float(frac_dir.name.removeprefix("frac-")) / 100,
-               int(seed_dir.name.removeprefix("seed-")))
+            raise ValueError(f"{done.parent} has no periodic validation (best_value): fine-tune with train.eval_every")
+        key = (task, init, float(frac.removeprefix("frac-")) / 100, int(seed.removeprefix("seed-")))
         cells[key] = {"val": float(metrics["best_value"]), "on": metrics["selected_on"],
                       "test": json.loads(done.read_text())}
     if not cells:
@@ -145,14 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     first = results[0]["settings"]
-    report_settings = {**settings[0], "ft_set": "chosen per init on validation",
-                       "command": "python bench/transfer_select.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+    command = "python bench/transfer_select.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    report_settings = {**settings[0], "ft_set": "chosen per init on validation", "command": command,
                        **{k: first[k] for k in ("seeds", "pretrain_seeds", "fractions", "split")},
                        "candidates": [{"run": str(r), "ft_set": s["ft_set"], "command": res["settings"]["command"]}
                                       for r, s, res in zip(runs, settings, results)]}
-    target = f"hc_{settings[0].get('hc_target', 'mm')}"
-    baselines = {"regression": f"Predicting the training mean of {target} for every test image: MAE "
-                               f"{mean_baseline(runs[0] / 'data', target):.4f} mm (the floor a model has to beat)."}
+    baselines = {"regression": mean_baseline_sentence(runs[0] / "data", f"hc_{settings[0].get('hc_target', 'mm')}")}
     doc = build_report(chosen, report_settings, results[0]["pretraining"], out, args.n_bootstrap, baselines)
     md = selection_markdown(table, labels, [c["command"] for c in report_settings["candidates"]])
     (out / "results.md").write_text((out / "results.md").read_text() + "\n" + "\n".join(md) + "\n")

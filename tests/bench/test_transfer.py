@@ -234,6 +234,7 @@ def test_report_brackets_the_gap_closed_with_its_ci_only_when_there_are_seeds(tm
 
     md, tdoc = report(1, tmp_path / "one")
     assert "- echocare (L_MIM + L_HIE): 0.60\n" in md and "gap_closed_ci_seeds" not in tdoc
+    assert "ci_seeds_low" not in tdoc["random_gap"]  # one seed: only the CI over test images
     md, tdoc = report(2, tmp_path / "two")
     lo, hi = tdoc["gap_closed_ci_seeds"]["echocare"]["0.1"]
     assert lo <= tdoc["gap_closed"]["echocare"] <= hi
