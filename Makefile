@@ -28,4 +28,5 @@ bench: $(STAMP)
 	$(PY) bench/pretrain_step.py
 	$(PY) bench/phantom_shards.py
 	$(PY) bench/contention.py
+	$(PY) bench/recipe_speed.py
 	$(PY) bench/shard_build.py
