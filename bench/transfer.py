@@ -88,7 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=4000,
                    help="pretraining steps (echocare, MIM-only and HF peer): the small recipe's train.max_steps; "
                         "tables 1-8 of docs/results.md used 1000")
-    p.add_argument("--batch", type=int, default=32, help="pretraining batch")
+    p.add_argument("--batch", type=int, default=64,
+                   help="pretraining batch: the small recipe's train.batch_size; tables 1-9 of docs/results.md used 32")
     p.add_argument("--ft-steps", type=_per_task, default="segmentation=800,regression=800",
                    help="fine-tuning steps per run: N, or TASK=N,... (both tasks need ~800 steps before 100%% of "
                         "the labels pull ahead of 10%%; tables 1-7 of docs/results.md used regression=200)")
