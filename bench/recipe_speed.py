@@ -43,7 +43,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--set", action="append", default=[], help="extra --set key=value for every run")
     p.add_argument("--out", type=Path, default=None)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name in ("workers", "batches"):
+        try:
+            values = _ints(getattr(args, name))
+        except ValueError:
+            p.error(f"--{name}: expected a comma list of integers, got {getattr(args, name)!r}")
+        if any(v < (0 if name == "workers" else 1) for v in values):
+            p.error(f"--{name}: out of range in {getattr(args, name)!r}")
+    if not args.recipe.is_file():
+        p.error(f"--recipe: no such file: {args.recipe}")
+    if args.shards is not None and not args.shards.exists():
+        p.error(f"--shards: no such path: {args.shards}")
+    return args
 
 
 def _ints(text: str) -> list[int]:

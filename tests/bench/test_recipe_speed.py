@@ -41,3 +41,12 @@ def test_every_configuration_trains_and_the_recipe_row_is_the_reference(recipe_s
         speed = float(r[2])
         assert speed > 0
         assert float(r[4]) == pytest.approx(60 * 4 / speed / 60, abs=0.06)  # the recipe's 60 x 4 images
+
+
+@pytest.mark.parametrize("argv, message", [(["--workers", "0,x"], "--workers: expected a comma list of integers"),
+                                           (["--batches", "0"], "--batches: out of range"),
+                                           (["--shards", "/nonexistent/shards"], "--shards: no such path")])
+def test_bad_options_are_one_line_errors(recipe_speed, capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        recipe_speed.parse_args(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
