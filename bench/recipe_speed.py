@@ -44,22 +44,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], help="extra --set key=value for every run")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
-    for name in ("workers", "batches"):
+    for name, low in (("workers", 0), ("batches", 1)):  # parsed here into lists of ints
+        text = getattr(args, name)
         try:
-            values = _ints(getattr(args, name))
+            values = [int(t) for t in text.split(",") if t.strip()]
         except ValueError:
-            p.error(f"--{name}: expected a comma list of integers, got {getattr(args, name)!r}")
-        if any(v < (0 if name == "workers" else 1) for v in values):
-            p.error(f"--{name}: out of range in {getattr(args, name)!r}")
+            p.error(f"--{name}: expected a comma list of integers, got {text!r}")
+        if any(v < low for v in values):
+            p.error(f"--{name}: out of range in {text!r}")
+        setattr(args, name, values)
     if not args.recipe.is_file():
         p.error(f"--recipe: no such file: {args.recipe}")
     if args.shards is not None and not args.shards.exists():
         p.error(f"--shards: no such path: {args.shards}")
     return args
-
-
-def _ints(text: str) -> list[int]:
-    return [int(t) for t in text.split(",") if t.strip()]
 
 
 def recipe_budget(recipe: Path, sets: list[str]) -> tuple[int, int, int]:
@@ -79,7 +77,8 @@ def run_one(recipe: Path, shards: Path, out: Path, workers: int, batch: int, arg
     for s in sets:
         cmd += ["--set", s]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(cmd, env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"training in {out} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return throughput(out)
@@ -89,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run every configuration and print (and optionally write) a markdown report."""
     args = parse_args(argv)
     rec_workers, rec_batch, rec_steps = recipe_budget(args.recipe, [*args.set, "data.shards=unused"])
-    workers = _ints(args.workers) or [rec_workers]
-    batches = _ints(args.batches) or [rec_batch]
+    workers = args.workers or [rec_workers]
+    batches = args.batches or [rec_batch]
     configs = [(w, b) for b in batches for w in workers]
     if (rec_workers, rec_batch) not in configs:
         configs.insert(0, (rec_workers, rec_batch))  # the reference every ratio is taken against
