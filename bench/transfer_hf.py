@@ -98,14 +98,7 @@ def pretrain_hf_peer(cfg, out_dir: Path, log_every: int = 10) -> Path:
     Returns:
         The converted encoder export.
     """
-    from transformers import SwinForMaskedImageModeling
-
-    from echocare.config.derived import derive_schedule
-    from echocare.engine.optim import build_optimizer, build_param_groups
-    from echocare.engine.distributed import resolve_precision
-    from echocare.engine.schedule import lr_factor
     from echocare.engine.threads import configure_threads
-    from echocare.jobs.pretrain import build_pretrain_loader
 
     ignored = unapplied_model_keys(cfg.model)
     if ignored:  # e.g. --set model.target_norm_patch=8 or --head-init: echocare's runs have them, the peer not
@@ -114,7 +107,50 @@ def pretrain_hf_peer(cfg, out_dir: Path, log_every: int = 10) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.train.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    configure_threads(accelerator=device.type != "cpu")  # the rule echocare's trainer follows
+    plan = configure_threads(accelerator=device.type != "cpu")  # the rule echocare's trainer follows
+    share = join_thread_share(plan, cfg.train.share_threads, device.type != "cpu")
+    try:
+        return _pretrain(cfg, out_dir, log_every, device, share)
+    finally:
+        if share is not None:
+            share.close()
+
+
+def join_thread_share(plan, enabled: bool, accelerator: bool, directory: Path | None = None):
+    """Register the peer's training in echocare's thread registry, as ``Trainer.fit`` does, so that it and the
+    echocare trainings beside it (``--jobs 2``) split the cores instead of each taking all of them.
+
+    Args:
+        plan: the :class:`~echocare.engine.threads.ThreadPlan` of ``configure_threads``.
+        enabled: ``train.share_threads``.
+        accelerator: the peer trains on an accelerator (threads capped as in the trainer).
+        directory: registry folder (default: echocare's per-user one, which the trainer uses).
+
+    Returns:
+        The registered :class:`~echocare.engine.thread_share.ThreadShare` (poll it every step, close it at the
+        end), or None when sharing is off (``train.share_threads: false``, ``OMP_NUM_THREADS`` set, or the
+        registry cannot be written).
+    """
+    from echocare.engine.thread_share import ThreadShare
+    from echocare.engine.threads import ACCELERATOR_THREADS, cpu_set
+
+    if not enabled or plan.source == "OMP_NUM_THREADS":
+        return None
+    share = ThreadShare(plan.cores, cpu_set(), directory, min_peers=plan.local_world_size,
+                        max_threads=ACCELERATOR_THREADS if accelerator else None)
+    return share if share.register() else None
+
+
+def _pretrain(cfg, out_dir: Path, log_every: int, device: torch.device, share) -> Path:
+    """The peer's loop (see :func:`pretrain_hf_peer`); ``share`` is polled every step."""
+    from transformers import SwinForMaskedImageModeling
+
+    from echocare.config.derived import derive_schedule
+    from echocare.engine.distributed import resolve_precision
+    from echocare.engine.optim import build_optimizer, build_param_groups
+    from echocare.engine.schedule import lr_factor
+    from echocare.jobs.pretrain import build_pretrain_loader
+
     mixed = resolve_precision(cfg.train.precision, device.type)  # the same rule as echocare's trainer
     if mixed == "fp16":
         raise ValueError("HF peer: train.precision=fp16 is not supported here; use auto, bf16 or fp32")
@@ -148,6 +184,8 @@ def pretrain_hf_peer(cfg, out_dir: Path, log_every: int = 10) -> Path:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.clip_grad)
             opt.step()
             step += 1
+            if share is not None:
+                share.poll()  # give cores back when another training starts, take them when it ends
             if step % log_every == 0 or step == sched.total_steps:
                 lines.append({"step": step, "loss": loss.item(), "lr": sched.peak_lr * factor})
             if step >= sched.total_steps:
