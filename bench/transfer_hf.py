@@ -116,7 +116,8 @@ def pretrain_hf_peer(cfg, out_dir: Path, log_every: int = 10) -> Path:
             share.close()
 
 
-def join_thread_share(plan, enabled: bool, accelerator: bool, directory: Path | None = None):
+def join_thread_share(plan: "ThreadPlan", enabled: bool, accelerator: bool,  # noqa: F821 - lazy import
+                      directory: Path | None = None) -> "ThreadShare | None":  # noqa: F821
     """Register the peer's training in echocare's thread registry, as ``Trainer.fit`` does, so that it and the
     echocare trainings beside it (``--jobs 2``) split the cores instead of each taking all of them.
 
@@ -141,7 +142,8 @@ def join_thread_share(plan, enabled: bool, accelerator: bool, directory: Path | 
     return share if share.register() else None
 
 
-def _pretrain(cfg, out_dir: Path, log_every: int, device: torch.device, share) -> Path:
+def _pretrain(cfg, out_dir: Path, log_every: int, device: torch.device,
+              share: "ThreadShare | None") -> Path:  # noqa: F821 - lazy import
     """The peer's loop (see :func:`pretrain_hf_peer`); ``share`` is polled every step."""
     from transformers import SwinForMaskedImageModeling
 
