@@ -98,6 +98,7 @@ def pretrain_hf_peer(cfg, out_dir: Path, log_every: int = 10) -> Path:
     Returns:
         The converted encoder export.
     """
+    from echocare.engine.thread_share import join_thread_share
     from echocare.engine.threads import configure_threads
 
     ignored = unapplied_model_keys(cfg.model)
@@ -108,38 +109,12 @@ def pretrain_hf_peer(cfg, out_dir: Path, log_every: int = 10) -> Path:
     torch.manual_seed(cfg.train.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     plan = configure_threads(accelerator=device.type != "cpu")  # the rule echocare's trainer follows
-    share = join_thread_share(plan, cfg.train.share_threads, device.type != "cpu")
+    share = join_thread_share(plan, cfg.train.share_threads, device.type != "cpu")  # as Trainer.fit does
     try:
         return _pretrain(cfg, out_dir, log_every, device, share)
     finally:
         if share is not None:
             share.close()
-
-
-def join_thread_share(plan: "ThreadPlan", enabled: bool, accelerator: bool,  # noqa: F821 - lazy import
-                      directory: Path | None = None) -> "ThreadShare | None":  # noqa: F821
-    """Register the peer's training in echocare's thread registry, as ``Trainer.fit`` does, so that it and the
-    echocare trainings beside it (``--jobs 2``) split the cores instead of each taking all of them.
-
-    Args:
-        plan: the :class:`~echocare.engine.threads.ThreadPlan` of ``configure_threads``.
-        enabled: ``train.share_threads``.
-        accelerator: the peer trains on an accelerator (threads capped as in the trainer).
-        directory: registry folder (default: echocare's per-user one, which the trainer uses).
-
-    Returns:
-        The registered :class:`~echocare.engine.thread_share.ThreadShare` (poll it every step, close it at the
-        end), or None when sharing is off (``train.share_threads: false``, ``OMP_NUM_THREADS`` set, or the
-        registry cannot be written).
-    """
-    from echocare.engine.thread_share import ThreadShare
-    from echocare.engine.threads import ACCELERATOR_THREADS, cpu_set
-
-    if not enabled or plan.source == "OMP_NUM_THREADS":
-        return None
-    share = ThreadShare(plan.cores, cpu_set(), directory, min_peers=plan.local_world_size,
-                        max_threads=ACCELERATOR_THREADS if accelerator else None)
-    return share if share.register() else None
 
 
 def _pretrain(cfg, out_dir: Path, log_every: int, device: torch.device,

@@ -35,7 +35,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ThreadShare", "default_share_dir", "private_dir"]
+__all__ = ["ThreadShare", "default_share_dir", "join_thread_share", "private_dir"]
 
 
 def default_share_dir() -> Path:
@@ -176,3 +176,26 @@ class ThreadShare:
         if time.monotonic() - self._last >= self.every_s:
             return self.rebalance()
         return self.threads
+
+
+def join_thread_share(plan: "ThreadPlan", enabled: bool, accelerator: bool,  # noqa: F821 - engine.threads
+                      directory: str | Path | None = None) -> ThreadShare | None:
+    """Register a training that is about to start (``Trainer.fit``, the benchmark's HF peer) and plan its threads.
+
+    Args:
+        plan: What :func:`echocare.engine.threads.configure_threads` decided for this process.
+        enabled: ``train.share_threads``.
+        accelerator: The model runs on an accelerator (threads capped at ``ACCELERATOR_THREADS``).
+        directory: Registry folder (default :func:`default_share_dir`).
+
+    Returns:
+        The registered share (poll it every step, close it at the end), or None when sharing is off
+        (``enabled`` false, ``OMP_NUM_THREADS`` set, or the registry cannot be written).
+    """
+    from echocare.engine.threads import ACCELERATOR_THREADS, cpu_set
+
+    if not enabled or plan.source == "OMP_NUM_THREADS":
+        return None
+    share = ThreadShare(plan.cores, cpu_set(), directory, min_peers=plan.local_world_size,
+                        max_threads=ACCELERATOR_THREADS if accelerator else None)
+    return share if share.register() else None

@@ -83,8 +83,8 @@ from echocare.engine.state import (
     config_hash,
     flatten_config,
 )
-from echocare.engine.thread_share import ThreadShare
-from echocare.engine.threads import ACCELERATOR_THREADS, configure_threads, cpu_set
+from echocare.engine.thread_share import ThreadShare, join_thread_share
+from echocare.engine.threads import configure_threads
 from echocare.engine.validation import run_validation, write_panels
 from echocare.engine.viz import plot_loss_curve
 
@@ -191,11 +191,7 @@ class Trainer:
             ConfigChangedError: resuming with a different resolved config (see :mod:`echocare.engine.state`).
         """
         session = self._start(task, data, resume, Evaluation(evaluate, eval_every, select_metric, lower_is_better))
-        if self.train_cfg.share_threads and self.threads.source != "OMP_NUM_THREADS":
-            cap = ACCELERATOR_THREADS if self.on_accelerator else None
-            share = ThreadShare(self.threads.cores, cpu_set(), min_peers=self.threads.local_world_size,
-                                max_threads=cap)
-            self.share = share if share.register() else None
+        self.share = join_thread_share(self.threads, self.train_cfg.share_threads, self.on_accelerator)
         try:
             with catch_stop_signals(self._stop):
                 self._loop(session)

@@ -187,44 +187,6 @@ def test_hf_peer_names_the_model_settings_it_cannot_follow():
     assert unapplied_model_keys(odd.model) == {"decoder": "unetr", "decoder_dim": 8, "target_norm_patch": 8}
 
 
-PEER = """
-import sys, time
-from echocare.engine.thread_share import ThreadShare
-from echocare.engine.threads import cpu_set
-ThreadShare(4, cpu_set(), sys.argv[1]).register()
-print("registered", flush=True)
-time.sleep(120)
-"""
-
-
-def test_hf_peer_shares_the_cores_with_the_echocare_training_beside_it(tmp_path):
-    """--jobs 2 runs the peer beside an echocare pretraining: both must count each other in the thread registry
-    (the peer once took every core while echocare took its own, and both crawled)."""
-    import torch
-
-    join_thread_share = _bench_module("transfer_hf").join_thread_share
-    from echocare.engine.threads import ThreadPlan
-
-    plan = ThreadPlan(threads=4, cores=4, local_world_size=1, source="cores/local_world_size")
-    before = torch.get_num_threads()
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    peer = subprocess.Popen([sys.executable, "-c", PEER, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        assert peer.stdout.readline().strip() == "registered"
-        share = join_thread_share(plan, True, False, directory=tmp_path)
-        assert share is not None and share.threads == 2 and torch.get_num_threads() == 2  # 4 cores, 2 trainings
-        assert (tmp_path / f"{os.getpid()}.json").is_file()
-        share.close()
-        assert not (tmp_path / f"{os.getpid()}.json").exists()
-    finally:
-        peer.kill()
-        peer.wait(timeout=30)
-        torch.set_num_threads(before)
-    assert join_thread_share(plan, False, False, directory=tmp_path) is None  # train.share_threads: false
-    omp = ThreadPlan(threads=1, cores=4, local_world_size=1, source="OMP_NUM_THREADS")
-    assert join_thread_share(omp, True, False, directory=tmp_path) is None  # the user fixed the threads
-
-
 def test_gap_closed_at_every_fraction_below_the_full_set():
     gap_closed = _bench_module("transfer_report").gap_closed
     random = {0.05: 0.80, 0.1: 0.88, 1.0: 0.94}

@@ -15,7 +15,8 @@ from torch import nn
 from echocare.config import OptimConfig, TrainConfig
 from echocare.engine import Trainer
 from echocare.engine import thread_share
-from echocare.engine.thread_share import ThreadShare, private_dir
+from echocare.engine.thread_share import ThreadShare, join_thread_share, private_dir
+from echocare.engine.threads import ThreadPlan, cpu_set
 
 PEER = """
 import sys, time
@@ -178,3 +179,24 @@ def test_the_registry_is_private_to_this_user(tmp_path, restore_threads, monkeyp
     monkeypatch.setattr(os, "getuid", lambda: 12345)  # as if the folder belonged to another user
     other = ThreadShare(2, {0}, loose)
     assert other.register() is False and not list(loose.glob("*.json"))
+
+
+def test_join_registers_a_training_unless_the_user_fixed_the_threads(tmp_path, restore_threads):
+    """What Trainer.fit and the benchmark's HF peer (bench/transfer_hf.py) call: a training that does not join
+    takes every core beside one that did, and both crawl."""
+    plan = ThreadPlan(threads=4, cores=4, local_world_size=1, source="cores/local_world_size")
+    peer = _peer(tmp_path, ",".join(str(c) for c in sorted(cpu_set())))
+    try:
+        share = join_thread_share(plan, True, False, directory=tmp_path)
+        assert share is not None and share.threads == 2 and torch.get_num_threads() == 2  # 4 cores, 2 trainings
+        assert (tmp_path / f"{os.getpid()}.json").is_file()
+        share.close()
+        assert not (tmp_path / f"{os.getpid()}.json").exists()
+    finally:
+        _stop(peer)
+    assert join_thread_share(plan, False, False, directory=tmp_path) is None  # train.share_threads: false
+    omp = ThreadPlan(threads=1, cores=4, local_world_size=1, source="OMP_NUM_THREADS")
+    assert join_thread_share(omp, True, False, directory=tmp_path) is None  # the user fixed the threads
+    capped = join_thread_share(plan, True, True, directory=tmp_path)  # on an accelerator: at most 2 threads
+    assert capped is not None and capped.threads <= 2
+    capped.close()
