@@ -125,7 +125,6 @@ def _pretrain(cfg, out_dir: Path, log_every: int, device: torch.device,
     from echocare.config.derived import derive_schedule
     from echocare.engine.distributed import resolve_precision
     from echocare.engine.optim import build_optimizer, build_param_groups
-    from echocare.engine.schedule import lr_factor
     from echocare.jobs.pretrain import build_pretrain_loader
 
     mixed = resolve_precision(cfg.train.precision, device.type)  # the same rule as echocare's trainer
@@ -140,7 +139,23 @@ def _pretrain(cfg, out_dir: Path, log_every: int, device: torch.device,
     groups = build_param_groups(model, cfg.optim.weight_decay)
     opt = build_optimizer(groups, sched.peak_lr, cfg.optim.betas, cfg.optim.eps)
     loader = build_pretrain_loader(cfg, None, rank=0, world_size=1)
-    step, lines = 0, []
+    with (out_dir / "metrics.jsonl").open("w") as metrics:  # a line per log step, flushed: progress shows
+        step, last = _loop(model, opt, loader, sched, cfg, device, mixed, share, metrics, log_every)
+    model.cpu().save_pretrained(out_dir / "hf_model")
+    logger.info("HF peer: %d steps, last loss %.4f", step, last)
+    return _converter().convert_hf_swin(out_dir / "hf_model", out_dir / "encoder.safetensors")
+
+
+def _loop(model, opt, loader, sched, cfg, device: torch.device, mixed: str, share, metrics,
+          log_every: int) -> tuple[int, float]:
+    """Train ``sched.total_steps`` steps; append ``{"step", "loss", "lr"}`` to ``metrics`` every ``log_every``.
+
+    Returns:
+        ``(steps done, last loss)``.
+    """
+    from echocare.engine.schedule import lr_factor
+
+    step, last = 0, float("nan")
     while step < sched.total_steps:
         n_batches = 0
         for batch in loader:
@@ -153,7 +168,8 @@ def _pretrain(cfg, out_dir: Path, log_every: int, device: torch.device,
             bool_masked_pos = batch["mask"].flatten(1).bool().to(device)  # (B, (S/p)^2), 1 = masked token
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed == "bf16"):
                 loss = model(pixel_values=images, bool_masked_pos=bool_masked_pos).loss
-            if not math.isfinite(loss.item()):
+            last = loss.item()
+            if not math.isfinite(last):
                 raise RuntimeError(f"HF peer: non-finite loss at step {step}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -164,12 +180,10 @@ def _pretrain(cfg, out_dir: Path, log_every: int, device: torch.device,
             if share is not None:
                 share.poll()  # give cores back when another training starts, take them when it ends
             if step % log_every == 0 or step == sched.total_steps:
-                lines.append({"step": step, "loss": loss.item(), "lr": sched.peak_lr * factor})
+                metrics.write(json.dumps({"step": step, "loss": last, "lr": sched.peak_lr * factor}) + "\n")
+                metrics.flush()
             if step >= sched.total_steps:
                 break
         if n_batches == 0:
             raise RuntimeError("HF peer: the pretraining loader yielded no batch (too few images for the batch?)")
-    (out_dir / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
-    model.cpu().save_pretrained(out_dir / "hf_model")
-    logger.info("HF peer: %d steps, last loss %.4f", step, lines[-1]["loss"] if lines else float("nan"))
-    return _converter().convert_hf_swin(out_dir / "hf_model", out_dir / "encoder.safetensors")
+    return step, last

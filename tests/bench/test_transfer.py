@@ -68,6 +68,8 @@ def test_transfer_smoke_outputs_consistent_and_resumable(tmp_path):
                 mean = sum(result["per_image"].values()) / len(test_images)
                 assert mean == pytest.approx(result["headline"]["mae"], rel=1e-4)
     assert set(doc["pretraining"]) == {"echocare", "hf_simmim"}
+    peer_lines = (out / "pretrain" / "hf_simmim" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in peer_lines] == [3]  # the last step is always logged
     md = (out / "results.md").read_text()
     assert "echocare − random" in md and "Gap closed" in md and "## Pretraining" in md
     assert "Predicting the training mean of hc_px for every test image: MAE" in md
