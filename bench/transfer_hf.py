@@ -75,9 +75,9 @@ def clip_hf_windows(model) -> int:
     return rebuilt
 
 
-# echocare model keys the peer has no equivalent for, with their plain-SimMIM values (hie_weight: the benchmark
-# always passes 0 for the peer; decoder_output: the peer's head is always linear)
-UNUSED_MODEL_KEYS = {"decoder": "simmim", "decoder_dim": None, "target_norm_patch": 0}
+# echocare model keys the peer has no equivalent for, with the values the peer matches (hie_weight: the benchmark
+# always passes 0 for the peer; decoder_output: the peer's head is always linear; init: HF's own init is "normal")
+UNUSED_MODEL_KEYS = {"decoder": "simmim", "decoder_dim": None, "target_norm_patch": 0, "init": "normal"}
 
 
 def unapplied_model_keys(model_cfg) -> dict:

@@ -55,6 +55,11 @@ class ModelConfig:
         0, "0 = reconstruct raw pixels (eq. 1); k >= 2 = reconstruct each k x k block normalised by its own "
         "mean and std (MAE's norm_pix_loss; needs decoder_output=linear and k dividing img_size)."
     )
+    init: Literal["normal", "timm"] = _f(
+        "normal", "Initialisation of a fresh model: 'normal' = patch embedding and SimMIM head N(0, 0.02) with "
+        "zero bias, relative-position tables and mask token zero (HF's SwinForMaskedImageModeling); 'timm' = "
+        "timm's Swin and PyTorch's conv defaults (original SimMIM; docs/results.md tables 1-11)."
+    )
     hie_weight: float = _f(1.0, "Weight of the hierarchical anatomy loss (0 disables it).")
     drop_path_rate: float = _f(0.1, "Stochastic-depth rate of the encoder.")
     ontology: Optional[str] = _f(None, "Ontology YAML path; null = packaged EchoAtlas ontology.")

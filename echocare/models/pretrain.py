@@ -18,6 +18,7 @@ from echocare.models.classifier import HierarchicalClassifier, HierarchyIndex
 from echocare.models.decoders import build_decoder
 from echocare.models.encoder import EchoCareSwin
 from echocare.models.registry import create_encoder
+from echocare.models.weight_init import init_pretraining_weights
 
 __all__ = ["EchoCarePretrainModel", "create_model", "token_mask_to_pixels"]
 
@@ -167,6 +168,7 @@ def create_model(
     classifier_dropout: float = 0.0,
     decoder_output: str = "sigmoid",
     target_norm_patch: int = 0,
+    init: str = "normal",
     **encoder_kwargs: Any,
 ) -> EchoCarePretrainModel:
     """Build an EchoCare pretraining model.
@@ -188,6 +190,8 @@ def create_model(
         classifier_dropout: dropout in the classifier MLP.
         decoder_output: ``"sigmoid"`` (reconstruction in [0, 1]) or ``"linear"`` (raw, SimMIM's head).
         target_norm_patch: 0 = raw-pixel targets (eq. 1); k >= 2 = per-block normalised targets (k x k).
+        init: weight initialisation of the fresh network, ``"normal"`` or ``"timm"``
+            (:mod:`echocare.models.weight_init`).
         **encoder_kwargs: further ``SwinTransformer`` arguments (``embed_dim``, ``depths``, ...).
     """
     encoder = create_encoder(
@@ -199,7 +203,7 @@ def create_model(
         drop_path_rate=drop_path_rate,
         **encoder_kwargs,
     )
-    return EchoCarePretrainModel(
+    model = EchoCarePretrainModel(
         encoder,
         decoder=decoder,
         ontology=ontology,
@@ -210,3 +214,4 @@ def create_model(
         decoder_output=decoder_output,
         target_norm_patch=target_norm_patch,
     )
+    return init_pretraining_weights(model, init)
