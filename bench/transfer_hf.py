@@ -76,8 +76,8 @@ def clip_hf_windows(model) -> int:
 
 
 # echocare model keys the peer has no equivalent for, with the values the peer matches (hie_weight: the benchmark
-# always passes 0 for the peer; decoder_output: the peer's head is always linear; init: HF's own init is "normal")
-UNUSED_MODEL_KEYS = {"decoder": "simmim", "decoder_dim": None, "target_norm_patch": 0, "init": "normal"}
+# always passes 0 for the peer; decoder_output: the peer's head is always linear; weight_init: HF's own is "normal")
+UNUSED_MODEL_KEYS = {"decoder": "simmim", "decoder_dim": None, "target_norm_patch": 0, "weight_init": "normal"}
 
 
 def unapplied_model_keys(model_cfg) -> dict:

@@ -55,7 +55,7 @@ class ModelConfig:
         0, "0 = reconstruct raw pixels (eq. 1); k >= 2 = reconstruct each k x k block normalised by its own "
         "mean and std (MAE's norm_pix_loss; needs decoder_output=linear and k dividing img_size)."
     )
-    init: Literal["normal", "timm"] = _f(
+    weight_init: Literal["normal", "timm"] = _f(
         "normal", "Initialisation of a fresh model: 'normal' = patch embedding and SimMIM head N(0, 0.02) with "
         "zero bias, relative-position tables and mask token zero (HF's SwinForMaskedImageModeling); 'timm' = "
         "timm's Swin and PyTorch's conv defaults (original SimMIM; docs/results.md tables 1-11)."

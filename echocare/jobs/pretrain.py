@@ -50,7 +50,7 @@ def build_pretrain_task(cfg: PretrainConfig) -> tuple[PretrainTask, Ontology | N
         m.name, ontology=onto, in_chans=m.in_chans, img_size=m.img_size, patch_size=m.patch_size,
         window_size=m.window_size, decoder=m.decoder, decoder_dim=m.decoder_dim,
         decoder_output=m.decoder_output,
-        target_norm_patch=m.target_norm_patch, init=m.init, hie_weight=m.hie_weight,
+        target_norm_patch=m.target_norm_patch, weight_init=m.weight_init, hie_weight=m.hie_weight,
         drop_path_rate=m.drop_path_rate,
         embed_dim=m.embed_dim, depths=m.depths, num_heads=m.num_heads,
     )

@@ -168,7 +168,7 @@ def create_model(
     classifier_dropout: float = 0.0,
     decoder_output: str = "sigmoid",
     target_norm_patch: int = 0,
-    init: str = "normal",
+    weight_init: str = "normal",
     **encoder_kwargs: Any,
 ) -> EchoCarePretrainModel:
     """Build an EchoCare pretraining model.
@@ -190,7 +190,7 @@ def create_model(
         classifier_dropout: dropout in the classifier MLP.
         decoder_output: ``"sigmoid"`` (reconstruction in [0, 1]) or ``"linear"`` (raw, SimMIM's head).
         target_norm_patch: 0 = raw-pixel targets (eq. 1); k >= 2 = per-block normalised targets (k x k).
-        init: weight initialisation of the fresh network, ``"normal"`` or ``"timm"``
+        weight_init: weight initialisation of the fresh network, ``"normal"`` or ``"timm"``
             (:mod:`echocare.models.weight_init`).
         **encoder_kwargs: further ``SwinTransformer`` arguments (``embed_dim``, ``depths``, ...).
     """
@@ -214,4 +214,4 @@ def create_model(
         decoder_output=decoder_output,
         target_norm_patch=target_norm_patch,
     )
-    return init_pretraining_weights(model, init)
+    return init_pretraining_weights(model, weight_init)

@@ -185,9 +185,9 @@ def test_hf_peer_names_the_model_settings_it_cannot_follow():
     assert unapplied_model_keys(plain.model) == {}
     odd = load_config(PretrainConfig, REPO / "recipes" / "pretrain" / "small.yaml",
                       ["data.shards=x", "model.decoder=unetr", "model.decoder_dim=8", "model.decoder_output=linear",
-                       "model.target_norm_patch=8", "model.init=timm"])
+                       "model.target_norm_patch=8", "model.weight_init=timm"])
     assert unapplied_model_keys(odd.model) == {"decoder": "unetr", "decoder_dim": 8, "target_norm_patch": 8,
-                                               "init": "timm"}
+                                               "weight_init": "timm"}
 
 
 def test_gap_closed_at_every_fraction_below_the_full_set():

@@ -1,4 +1,4 @@
-"""Weight initialisation of fresh pretraining models (``create_model(init=...)``)."""
+"""Weight initialisation of fresh pretraining models (``create_model(weight_init=...)``)."""
 
 from pathlib import Path
 
@@ -12,7 +12,7 @@ from echocare.models.weight_init import init_pretraining_weights
 def _model(init, decoder="simmim", seed=0):
     torch.manual_seed(seed)
     return echocare.create_model("echocare_swin_nano", ontology=None, img_size=64, decoder=decoder,
-                                 decoder_dim=8 if decoder != "simmim" else None, init=init)
+                                 decoder_dim=8 if decoder != "simmim" else None, weight_init=init)
 
 
 def _tables(model):
@@ -67,11 +67,11 @@ def test_config_key_reaches_the_model():
     from echocare.jobs.pretrain import build_pretrain_task
 
     recipe = Path(__file__).resolve().parents[2] / "recipes" / "pretrain" / "debug.yaml"
-    cfg = load_config(PretrainConfig, recipe, ["data.shards=x", "model.init=timm", "model.hie_weight=0"])
+    cfg = load_config(PretrainConfig, recipe, ["data.shards=x", "model.weight_init=timm", "model.hie_weight=0"])
     task, _ = build_pretrain_task(cfg)
     assert torch.count_nonzero(task.model.encoder.mask_token) > 0
     cfg = load_config(PretrainConfig, recipe, ["data.shards=x", "model.hie_weight=0"])
     task, _ = build_pretrain_task(cfg)
     assert torch.count_nonzero(task.model.encoder.mask_token) == 0
-    with pytest.raises(ConfigError, match="model.init"):
-        load_config(PretrainConfig, recipe, ["data.shards=x", "model.init=xavier"])
+    with pytest.raises(ConfigError, match="model.weight_init"):
+        load_config(PretrainConfig, recipe, ["data.shards=x", "model.weight_init=xavier"])
