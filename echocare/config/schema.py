@@ -49,7 +49,8 @@ class ModelConfig:
         "model.head_init=decoder it must equal the head's feature_size."
     )
     decoder_output: Literal["sigmoid", "linear"] = _f(
-        "sigmoid", "Reconstruction output: 'sigmoid' = squashed into [0, 1]; 'linear' = raw, as SimMIM's head."
+        "linear", "Reconstruction output: 'linear' = raw, as SimMIM's head; 'sigmoid' = squashed into [0, 1] (kept "
+        "small pools and deeper encoders on the mean-image plateau; docs/pretraining.md)."
     )
     target_norm_patch: int = _f(
         0, "0 = reconstruct raw pixels (eq. 1); k >= 2 = reconstruct each k x k block normalised by its own "

@@ -57,7 +57,7 @@ class SimMIMDecoder(nn.Module):
 
     feature_indices: int | None = 1  # only the last stage is needed
 
-    def __init__(self, in_features: int, stride: int, out_chans: int, output: str = "sigmoid") -> None:
+    def __init__(self, in_features: int, stride: int, out_chans: int, output: str = "linear") -> None:
         super().__init__()
         self.stride = stride
         self.output = _check_output(output)
@@ -118,7 +118,7 @@ class ProgressiveDecoder(nn.Module):
         out_chans: int,
         feature_size: int = 48,
         norm_name: str | tuple = "instance",
-        output: str = "sigmoid",
+        output: str = "linear",
     ) -> None:
         super().__init__()
         self.output = _check_output(output)
@@ -184,7 +184,7 @@ class UnetrDecoder(nn.Module):
     feature_indices: int | None = None  # all stages
 
     def __init__(self, encoder_channels: Sequence[int], patch_size: int, out_chans: int, feature_size: int = 32,
-                 norm_name: str | tuple = "instance", output: str = "sigmoid") -> None:
+                 norm_name: str | tuple = "instance", output: str = "linear") -> None:
         super().__init__()
         from echocare.models.heads.unetr import UnetrPyramidDecoder  # heavy (MONAI), only when built
 
@@ -207,7 +207,7 @@ def build_decoder(
     patch_size: int,
     out_chans: int,
     feature_size: int | None = None,
-    output: str = "sigmoid",
+    output: str = "linear",
 ) -> nn.Module:
     """Build a decoder by name.
 

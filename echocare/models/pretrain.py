@@ -41,7 +41,7 @@ class EchoCarePretrainModel(nn.Module):
         decoder_dim: progressive / unetr decoder width (default ``min(48, embed_dim)``).
         classifier_hidden: classifier MLP width (default ``encoder.num_features``).
         classifier_dropout: dropout inside the classifier MLP.
-        decoder_output: ``"sigmoid"`` (reconstruction in [0, 1]) or ``"linear"`` (raw, SimMIM's head).
+        decoder_output: ``"linear"`` (raw, SimMIM's head; default) or ``"sigmoid"`` (reconstruction in [0, 1]).
         target_norm_patch: 0 = regress raw pixels (eq. 1); k >= 2 = regress every k x k block normalised
             by its own mean and std (MAE's ``norm_pix_loss``; needs ``decoder_output="linear"``).
     """
@@ -55,7 +55,7 @@ class EchoCarePretrainModel(nn.Module):
         decoder_dim: int | None = None,
         classifier_hidden: int | None = None,
         classifier_dropout: float = 0.0,
-        decoder_output: str = "sigmoid",
+        decoder_output: str = "linear",
         target_norm_patch: int = 0,
     ) -> None:
         super().__init__()
@@ -166,7 +166,7 @@ def create_model(
     decoder_dim: int | None = None,
     classifier_hidden: int | None = None,
     classifier_dropout: float = 0.0,
-    decoder_output: str = "sigmoid",
+    decoder_output: str = "linear",
     target_norm_patch: int = 0,
     weight_init: str = "normal",
     **encoder_kwargs: Any,
@@ -188,7 +188,7 @@ def create_model(
         decoder_dim: progressive / unetr decoder width.
         classifier_hidden: hierarchical classifier MLP width.
         classifier_dropout: dropout in the classifier MLP.
-        decoder_output: ``"sigmoid"`` (reconstruction in [0, 1]) or ``"linear"`` (raw, SimMIM's head).
+        decoder_output: ``"linear"`` (raw, SimMIM's head; default) or ``"sigmoid"`` (reconstruction in [0, 1]).
         target_norm_patch: 0 = raw-pixel targets (eq. 1); k >= 2 = per-block normalised targets (k x k).
         weight_init: weight initialisation of the fresh network, ``"normal"`` or ``"timm"``
             (:mod:`echocare.models.weight_init`).

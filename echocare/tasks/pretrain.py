@@ -97,8 +97,9 @@ class PretrainTask(nn.Module):
             logger.warning(
                 "L_MIM is still on its early plateau after %d training steps (mean %.4f, steps %d-%d: %.4f; no "
                 "%d-step mean fell %.0f%% below it): the decoder paints a mean image and ignores the visible "
-                "context. With model.decoder_output=sigmoid this happened to encoders with 6 blocks in a stage on "
-                "small pools; try model.decoder_output=linear (SimMIM's raw head). See docs/pretraining.md.",
+                "context. With model.decoder_output=sigmoid this happened to encoders with 6 blocks in a stage and "
+                "to some nano runs on small pools; use model.decoder_output=linear (SimMIM's raw head, the default) "
+                "and model.weight_init=normal (the default). See docs/pretraining.md.",
                 self._calls, mean, MIM_PLATEAU_WINDOW + 1, 2 * MIM_PLATEAU_WINDOW, self._mim_ref,
                 MIM_PLATEAU_WINDOW, 100 * MIM_PLATEAU_DROP)
 

@@ -84,7 +84,6 @@ def test_unknown_key_in_yaml_names_file(tmp_path):
     ("train.max_steps=0", r"train\.max_steps must be > 0"),
     ("optim.betas=0.9", r"optim\.betas must be two values"),
     ("data.mask_patch_size=10", r"data\.mask_patch_size \(10\) must be a multiple of model\.patch_size"),
-    ("model.target_norm_patch=8", r"model\.target_norm_patch needs model\.decoder_output=linear"),
     ("model.target_norm_patch=7", r"model\.target_norm_patch must be 0 or a block side >= 2 dividing"),
     ("data.crop_p=1.5", r"data\.crop_p must be a probability in \[0, 1\], got 1\.5"),
     ("data.crop_scale=0.5,0.2", r"data\.crop_scale must be \[min, max\] with 0 < min <= max <= 1"),
@@ -94,6 +93,12 @@ def test_unknown_key_in_yaml_names_file(tmp_path):
 def test_bad_values_name_the_key(override, pattern):
     with pytest.raises(ConfigError, match=pattern):
         load_config(PretrainConfig, overrides=[SHARDS, override])
+
+
+def test_normalised_targets_need_the_linear_output():
+    with pytest.raises(ConfigError, match=r"model\.target_norm_patch needs model\.decoder_output=linear"):
+        load_config(PretrainConfig, overrides=[SHARDS, "model.decoder_output=sigmoid", "model.target_norm_patch=8"])
+    assert load_config(PretrainConfig, overrides=[SHARDS, "model.target_norm_patch=8"]).model.target_norm_patch == 8
 
 
 def test_missing_shards_is_an_error():

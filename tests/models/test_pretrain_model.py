@@ -34,10 +34,10 @@ def _model(**kw):
         dict(decoder="simmim"),
         dict(decoder="progressive", in_chans=3, img_size=(64, 96)),
         dict(decoder="progressive", patch_size=2),
-        dict(decoder="simmim", decoder_output="linear"),
-        dict(decoder="progressive", decoder_output="linear"),
+        dict(decoder="simmim", decoder_output="sigmoid"),
+        dict(decoder="progressive", decoder_output="sigmoid"),
         dict(decoder="unetr", in_chans=3, img_size=(64, 96)),
-        dict(decoder="unetr", patch_size=2, decoder_output="linear"),
+        dict(decoder="unetr", patch_size=2, decoder_output="sigmoid"),
     ],
     ids=["simmim", "progressive_rgb_nonsquare", "progressive_patch2", "simmim_linear", "progressive_linear",
          "unetr_rgb_nonsquare", "unetr_patch2_linear"],
@@ -50,7 +50,7 @@ def test_every_parameter_gets_a_gradient(kw):
     out = model(images, mask, targets)
     assert set(out) == {"loss", "loss_mim", "loss_hie", "recon", "logits"}
     assert out["recon"].shape == images.shape
-    if kw.get("decoder_output", "sigmoid") == "sigmoid":
+    if kw.get("decoder_output", "linear") == "sigmoid":
         assert out["recon"].min() >= 0 and out["recon"].max() <= 1
     assert out["logits"].shape == (2, len(ONTO))
     assert out["loss_hie"] > 0
@@ -143,7 +143,7 @@ def test_simmim_head_is_the_1x1_conv_it_stores():
     from echocare.models.decoders import SimMIMDecoder
 
     torch.manual_seed(0)
-    dec = SimMIMDecoder(in_features=16, stride=8, out_chans=1)
+    dec = SimMIMDecoder(in_features=16, stride=8, out_chans=1, output="sigmoid")
     feat = torch.randn(2, 16, 3, 5, requires_grad=True)
     image = torch.zeros(2, 1, 20, 36)  # odd sizes: the output is cropped to 20 x 36
     out = dec([feat], image)
@@ -160,8 +160,8 @@ def test_simmim_head_is_the_1x1_conv_it_stores():
 def test_linear_output_is_the_sigmoid_outputs_logit(decoder):
     """decoder_output='linear' drops only the final sigmoid (SimMIM's head): same weights, recon = logit."""
     torch.manual_seed(0)
-    squashed = _model(decoder=decoder).eval()
-    raw = _model(decoder=decoder, decoder_output="linear").eval()
+    squashed = _model(decoder=decoder, decoder_output="sigmoid").eval()
+    raw = _model(decoder=decoder).eval()  # linear: the default
     raw.load_state_dict(squashed.state_dict())
     images, mask, _ = _batch()
     with torch.no_grad():
@@ -189,7 +189,7 @@ def test_normalised_targets_train_every_parameter_and_return_image_space_recon()
     assert missing == []
 
 
-@pytest.mark.parametrize("kw", [dict(target_norm_patch=8), dict(decoder_output="linear", target_norm_patch=1)])
+@pytest.mark.parametrize("kw", [dict(target_norm_patch=8, decoder_output="sigmoid"), dict(target_norm_patch=1)])
 def test_normalised_targets_need_a_linear_output_and_a_real_block(kw):
     with pytest.raises(ValueError, match="target_norm_patch"):
         _model(**kw)
