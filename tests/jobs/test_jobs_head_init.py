@@ -67,7 +67,8 @@ def test_unetr_decoder_reconstructs_with_the_segmentation_heads_layout(unetr_run
     net = {k[len("net."):]: v for k, v in decoder.items()}
     assert set(net) == set(head)
     assert [k for k in net if net[k].shape != head[k].shape] == ["out.conv.conv.weight", "out.conv.conv.bias"]
-    model = create_model("echocare_swin_debug", ontology=None, decoder="unetr", decoder_dim=8, **ARCH)
+    model = create_model("echocare_swin_debug", ontology=None, decoder="unetr", decoder_dim=8,
+                         decoder_output="sigmoid", **ARCH)
     out = model(torch.rand(2, 1, 64, 64), (torch.rand(2, 16, 16) < 0.5).float())
     assert out["recon"].shape == (2, 1, 64, 64) and 0 <= out["recon"].min() and out["recon"].max() <= 1
     out["loss"].backward()
