@@ -12,8 +12,9 @@ Two schemes, applied by :func:`~echocare.models.pretrain.create_model` to the ne
   the SimMIM head, truncated ``N(0, 0.02)`` relative-position tables and mask token.
 
 On HC18 at 64 px the nano encoder reconstructed better with ``"normal"`` at every step of the first 500
-(L_MIM 0.0800 against 0.0856 at step 500; docs/results.md, table 12). The progressive and unetr decoders
-and the hierarchical classifier keep their own initialisation in both schemes. Fine-tuning from random
+(L_MIM 0.0800 against 0.0856 at step 500, bench/results/mim_init.md; transfer: docs/results.md, table 12).
+The progressive and unetr decoders and the hierarchical classifier keep their own initialisation in both
+schemes. Fine-tuning from random
 weights builds a bare encoder with :func:`~echocare.models.registry.create_encoder`, which this does not touch.
 """
 
