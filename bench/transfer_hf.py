@@ -75,9 +75,10 @@ def clip_hf_windows(model) -> int:
     return rebuilt
 
 
-# echocare model keys the peer has no equivalent for, with the values the peer matches (hie_weight: the benchmark
-# always passes 0 for the peer; decoder_output: the peer's head is always linear; weight_init: HF's own is "normal")
-UNUSED_MODEL_KEYS = {"decoder": "simmim", "decoder_dim": None, "target_norm_patch": 0, "weight_init": "normal"}
+# echocare model keys the peer cannot follow, with the values it matches (hie_weight: the benchmark always passes
+# 0 for the peer; its head is linear and its init is what echocare calls "normal")
+UNUSED_MODEL_KEYS = {"decoder": "simmim", "decoder_dim": None, "decoder_output": "linear", "target_norm_patch": 0,
+                     "weight_init": "normal"}
 
 
 def unapplied_model_keys(model_cfg) -> dict:

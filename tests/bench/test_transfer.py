@@ -186,6 +186,9 @@ def test_hf_peer_names_the_model_settings_it_cannot_follow():
     odd = load_config(PretrainConfig, REPO / "recipes" / "pretrain" / "small.yaml",
                       ["data.shards=x", "model.decoder=unetr", "model.decoder_dim=8", "model.decoder_output=linear",
                        "model.target_norm_patch=8", "model.weight_init=timm"])
+    sigmoid = load_config(PretrainConfig, REPO / "recipes" / "pretrain" / "small.yaml",
+                          ["data.shards=x", "model.decoder_output=sigmoid"])
+    assert unapplied_model_keys(sigmoid.model) == {"decoder_output": "sigmoid"}
     assert unapplied_model_keys(odd.model) == {"decoder": "unetr", "decoder_dim": 8, "target_norm_patch": 8,
                                                "weight_init": "timm"}
 
