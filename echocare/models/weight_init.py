@@ -23,6 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from echocare.models.decoders import SimMIMDecoder
+
 __all__ = ["INITS", "init_pretraining_weights"]
 
 INITS = ("normal", "timm")
@@ -47,8 +49,6 @@ def init_pretraining_weights(model: nn.Module, scheme: str = "normal") -> nn.Mod
         raise ValueError(f"unknown weight init {scheme!r}; choose one of {', '.join(INITS)}")
     if scheme == "timm":
         return model
-    from echocare.models.decoders import SimMIMDecoder  # (the decoders module does not import this one)
-
     encoder = model.encoder
     _normal_zero_bias(encoder.patch_embed.proj)  # (D, C, p, p): a linear map of each p x p patch
     for name, param in encoder.named_parameters():
