@@ -6,8 +6,8 @@ Given an unlabeled image pool and a labeled downstream set in the HC18 layout (`
 
 1. split subjects (the number before the first ``_``) into train/val/test, deterministically;
 2. build shards (``echocare shards build``) from the pool minus every test subject's image;
-3. pretrain with the recipe (echocare = L_MIM + L_HIE) and its MIM-only ablation (``model.hie_weight=0``),
-   export each encoder (``echocare pretrain`` / ``echocare export``);
+3. pretrain with the recipe (echocare = L_MIM + L_HIE, kept with ``model.hie_min_labels=1`` even when the pool
+   has one label) and its MIM-only ablation (``model.hie_weight=0``), export each encoder (``echocare pretrain`` / ``echocare export``);
 4. pretrain the peer, HF transformers ``SwinForMaskedImageModeling`` with the same architecture, shards,
    masks, steps, batch and lr schedule, and convert it with ``tools/convert_hf_swin.py``;
 5. fine-tune from every init (random, echocare, echocare_mim, hf_simmim) for head segmentation and HC
@@ -238,7 +238,10 @@ def _pretrain_one(args: argparse.Namespace, out: Path, init: str, k: int = 0) ->
         return enc
     if not enc.is_file():
         argv = ["pretrain", "--config", args.recipe, "--output-dir", str(run), "--resume", "auto"]
-        for s in [*sets, *(["model.hie_weight=0"] if init == "echocare_mim" else [])]:
+        # echocare measures L_MIM + L_HIE even on a one-label pool, where the recipe as written turns L_HIE off
+        # (model.hie_min_labels): on such a pool that run is echocare_mim's
+        per_init = {"echocare": ["model.hie_min_labels=1"], "echocare_mim": ["model.hie_weight=0"]}
+        for s in [*sets, *per_init.get(init, [])]:
             argv += ["--set", s]
         _cli(argv, f"pretrain {init}")
         _cli(["export", str(run), "--out", str(enc)], f"export {init}")

@@ -62,6 +62,11 @@ class ModelConfig:
         "timm's Swin and PyTorch's conv defaults (original SimMIM; docs/results.md tables 1-11)."
     )
     hie_weight: float = _f(1.0, "Weight of the hierarchical anatomy loss (0 disables it).")
+    hie_min_labels: int = _f(
+        2, "Train L_HIE only when the shards' index.json lists at least this many distinct label paths: with "
+        "fewer, every labeled image has the same target, which teaches the encoder nothing (the run is MIM only, "
+        "logged). 1 = always train it; shards without an index always train it."
+    )
     drop_path_rate: float = _f(0.1, "Stochastic-depth rate of the encoder.")
     ontology: Optional[str] = _f(None, "Ontology YAML path; null = packaged EchoAtlas ontology.")
 
@@ -76,6 +81,8 @@ class ModelConfig:
             raise ConfigError(f"model.drop_path_rate must be in [0, 1), got {self.drop_path_rate}")
         if self.hie_weight < 0:
             raise ConfigError(f"model.hie_weight must be >= 0, got {self.hie_weight}")
+        if self.hie_min_labels < 1:
+            raise ConfigError(f"model.hie_min_labels must be >= 1, got {self.hie_min_labels}")
         if self.decoder_dim is not None and self.decoder_dim < 1:
             raise ConfigError(f"model.decoder_dim must be null or a positive width, got {self.decoder_dim}")
         if self.decoder_dim is not None and self.decoder == "simmim":

@@ -10,13 +10,14 @@ shards by rank and every rank builds the same initial weights from
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
 
 from echocare.config import ConfigError, PretrainConfig
 from echocare.data.loader import PretrainStream, make_pretrain_loader
-from echocare.data.shardlist import expand_shards
+from echocare.data.shardlist import expand_shards, locate_index
 from echocare.engine.trainer import FitResult, Trainer
 from echocare.jobs.preflight import check_model_name, check_resume
 from echocare.models import create_model
@@ -36,6 +37,34 @@ def _dataset_weights(spec: str | None):
     if not isinstance(weights, dict):
         raise ConfigError(f"data.dataset_weights: expected a JSON mapping, got {spec!r}")
     return weights
+
+
+def resolve_hie_weight(cfg: PretrainConfig, index: dict | None) -> tuple[PretrainConfig, str | None]:
+    """Turn L_HIE off when the shard index lists fewer than ``model.hie_min_labels`` distinct label paths.
+
+    With one label path every labeled image has the same target at every level of the hierarchy, so the
+    classifier only learns a constant and the encoder gets nothing from it (on HC18 it cost the low-label
+    fine-tune ~0.9 mm: docs/results.md, table 12).
+
+    Args:
+        cfg: The validated config.
+        index: The shards' merged ``index.json`` (None, or no ``labels`` counts in it: L_HIE is kept).
+
+    Returns:
+        ``(cfg, reason)``: the config to run (``model.hie_weight`` 0 when turned off) and why it was turned
+        off (None when it was not).
+    """
+    m = cfg.model
+    if m.hie_weight == 0 or index is None or not isinstance(index.get("labels"), dict):
+        return cfg, None
+    labels = {path: int(n) for path, n in index["labels"].items() if int(n) > 0}
+    if not labels or len(labels) >= m.hie_min_labels:  # (no label counts: hand-written index, nothing known)
+        return cfg, None
+    found = ", ".join(f"{path} ({n} images)" for path, n in sorted(labels.items()))
+    reason = (f"L_HIE is off for this run (model.hie_weight {m.hie_weight:g} -> 0): the shards' index lists "
+              f"{len(labels)} distinct label path(s) [{found}], fewer than model.hie_min_labels={m.hie_min_labels}, "
+              f"so every labeled image would have the same target. Set model.hie_min_labels=1 to train it anyway.")
+    return dataclasses.replace(cfg, model=dataclasses.replace(m, hie_weight=0.0)), reason
 
 
 def build_pretrain_task(cfg: PretrainConfig) -> tuple[PretrainTask, Ontology | None]:
@@ -85,9 +114,12 @@ def run_pretraining(cfg: PretrainConfig, output_dir: str | Path, resume: str | P
         The trainer's :class:`FitResult`.
     """
     check_model_name(cfg.model.name)  # user errors before the Trainer creates the run directory
-    expand_shards(cfg.data.shards)  # a missing or empty shard directory: one error, nothing written
+    urls = expand_shards(cfg.data.shards)  # a missing or empty shard directory: one error, nothing written
     check_resume(output_dir, resume)
-    trainer = Trainer(cfg.train, cfg.optim, output_dir, config=cfg)
+    cfg, hie_off = resolve_hie_weight(cfg, locate_index(cfg.data.shards, urls, None))
+    trainer = Trainer(cfg.train, cfg.optim, output_dir, config=cfg)  # (writes the config that runs)
+    if hie_off and trainer.is_main:
+        logger.warning(hie_off)
     task, onto = build_pretrain_task(cfg)
     loader = build_pretrain_loader(cfg, onto, trainer.rank, trainer.world_size)
     result = trainer.fit(task, loader, resume=resume)
