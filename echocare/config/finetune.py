@@ -83,6 +83,11 @@ class FinetuneDataConfig:
     augment: bool = _f(True, "Training augmentation: label-safe horizontal flip + weak intensity jitter.")
     hflip: float = _f(0.5, "Horizontal flip probability (ignored for landmarks).")
     intensity: float = _f(0.1, "Max relative brightness/contrast jitter.")
+    rotate: float = _f(0.0, "Max random rotation in degrees (segmentation, classification, video: the tasks where it "
+                            "keeps the labels valid; the mask turns with the image). 0 = none.")
+    scale: list[float] = _f([1.0, 1.0], "Random zoom range [lo, hi] (> 1 enlarges the content; same tasks). "
+                                        "[1, 1] = none.")
+    translate: float = _f(0.0, "Max random shift as a fraction of the side (same tasks). 0 = none.")
     clip_len: int = _f(8, "Frames per clip (video; temporal regression samples this many frames uniformly).")
     clip_stride: Optional[int] = _f(None, "Frames between clip starts; null = clip_len (adjacent clips).")
     num_workers: int = _f(2, "DataLoader worker processes.")
@@ -104,6 +109,11 @@ class FinetuneDataConfig:
             raise ConfigError(f"data.fold must be in [0, {self.num_folds}), got {self.fold}")
         if self.clip_len < 1 or self.num_workers < 0:
             raise ConfigError("data.clip_len must be >= 1 and data.num_workers >= 0")
+        if not 0.0 <= self.rotate <= 180.0 or not 0.0 <= self.translate <= 0.5:
+            raise ConfigError(f"data.rotate must be in [0, 180] degrees and data.translate in [0, 0.5], got "
+                              f"{self.rotate} and {self.translate}")
+        if len(self.scale) != 2 or not 0.0 < self.scale[0] <= self.scale[1]:
+            raise ConfigError(f"data.scale must be [lo, hi] with 0 < lo <= hi, got {self.scale}")
         if self.roi not in (None, "scan_area"):
             raise ConfigError(f"data.roi must be null or 'scan_area', got {self.roi!r}")
 

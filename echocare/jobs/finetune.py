@@ -102,9 +102,10 @@ def prepare_data(cfg: FinetuneConfig, scanned: LabeledSet | None = None) -> Prep
 def make_dataset(spec: TaskSpec, cfg: FinetuneConfig, records: list, train: bool = False) -> LabeledDataset:
     """The task's dataset over ``records`` (training augmentation when ``train``)."""
     d = cfg.data
-    kw: dict[str, Any] = dict(augment=d.augment, hflip=d.hflip, intensity=d.intensity) if train else {}
+    kw: dict[str, Any] = dict(augment=d.augment, hflip=d.hflip, intensity=d.intensity, rotate=d.rotate,
+                              scale=tuple(d.scale), translate=d.translate) if train else {}
     return LabeledDataset(records, spec.read, cfg.model.img_size, clip_len=d.clip_len, seed=cfg.train.seed,
-                          hflip_safe=spec.hflip_safe, name=spec.name, **kw)
+                          hflip_safe=spec.hflip_safe, affine_safe=spec.affine_safe, name=spec.name, **kw)
 
 
 def _head_args(spec: TaskSpec, cfg: FinetuneConfig, data: PreparedData) -> dict[str, Any]:

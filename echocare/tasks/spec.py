@@ -6,7 +6,8 @@ evaluation code stay generic (none of them compares task names):
 * ``head`` / ``head_args``: which head of :func:`echocare.models.heads.create_head` and its arguments;
 * ``scan`` / ``read``: how to find the items of a dataset root and how to load one
   (:mod:`echocare.data.labeled.scan`, :mod:`echocare.data.labeled.readers` hold the built-in ones);
-* ``hflip_safe``: whether a horizontal flip keeps the labels valid;
+* ``hflip_safe``: whether a horizontal flip keeps the labels valid; ``affine_safe``: whether a random
+  rotation / zoom / shift does (image-level labels, or a mask transformed with the image);
 * ``collect`` / ``metrics``: how to accumulate one batch of predictions and turn them into a report;
 * ``headline`` / ``lower_is_better``: the metrics a run summary shows and their direction;
 * ``class_of``: a record's class index, for class-balanced sampling (None: not a classification task).
@@ -126,6 +127,7 @@ class TaskSpec:
         headline: Flattened metric names a summary shows (the first one selects the best checkpoint).
         lower_is_better: Headline metrics where lower is better.
         hflip_safe: Whether horizontal flips keep the labels valid.
+        affine_safe: Whether random rotation / zoom / shift keep the labels valid (``data.rotate`` etc.).
         names_must_match: Evaluating on a new dataset requires the same output names as the model.
         class_of: Class index of a record (enables ``data.balanced``), or None.
         description: One line for help texts.
@@ -144,6 +146,7 @@ class TaskSpec:
     headline: tuple[str, ...]
     lower_is_better: frozenset[str] = field(default_factory=frozenset)
     hflip_safe: bool = True
+    affine_safe: bool = False
     names_must_match: bool = False
     class_of: Callable[[Record], int] | None = None
     description: str = ""

@@ -1,10 +1,11 @@
 """Torch dataset over scanned labeled records: read each item with the task's reader, light augmentation.
 
 What an item holds is decided by the reader it is given (see :mod:`echocare.data.labeled.readers`);
-every item also has ``index`` (position in the dataset). Augmentation (training only) is a horizontal
-flip where the task says it is label-safe (not for landmarks, whose left/right identities would swap)
-and a weak brightness/contrast jitter; all randomness comes from ``seed``, the epoch and the index, so
-an epoch is reproducible whatever the number of workers.
+every item also has ``index`` (position in the dataset). Augmentation (training only) is an optional random
+rotation / zoom / shift where the task says it is label-safe (image and mask together:
+:mod:`echocare.data.labeled.geometry`), a horizontal flip where label-safe (not for landmarks, whose left/right
+identities would swap) and a weak brightness/contrast jitter; all randomness comes from ``seed``, the epoch and
+the index, so an epoch is reproducible whatever the number of workers.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from echocare.data.labeled.geometry import affine_theta, apply_affine
 from echocare.data.labeled.readers import ReadContext, Reader
 from echocare.data.labeled.records import Record
 from echocare.data.sources import SourceError
@@ -41,11 +43,17 @@ class LabeledDataset(Dataset):
         seed: Augmentation seed.
         hflip_safe: Whether a horizontal flip keeps the labels valid.
         name: Task name (for messages).
+        rotate: Maximum random rotation in degrees (0 = none).
+        scale: Random zoom range ``(lo, hi)`` (``(1, 1)`` = none).
+        translate: Maximum random shift, fraction of the side (0 = none).
+        affine_safe: Whether rotation / zoom / shift keep the labels valid (image-level labels, or a mask
+            that is transformed with the image).
     """
 
     def __init__(self, records: list[Record], reader: Reader, img_size: int, augment: bool = False,
                  hflip: float = 0.5, intensity: float = 0.1, clip_len: int = 8, seed: int = 0,
-                 hflip_safe: bool = True, name: str = "") -> None:
+                 hflip_safe: bool = True, name: str = "", rotate: float = 0.0,
+                 scale: tuple[float, float] = (1.0, 1.0), translate: float = 0.0, affine_safe: bool = False) -> None:
         self.records = list(records)
         self.reader = reader
         self.name = name
@@ -55,6 +63,11 @@ class LabeledDataset(Dataset):
         self.hflip = hflip if hflip_safe else 0.0
         if augment and hflip > 0 and not hflip_safe:
             logger.info("%s: horizontal flips are not label-safe and are disabled", name or "this task")
+        self.affine = (float(rotate), (float(scale[0]), float(scale[1])), float(translate))
+        wants_affine = rotate > 0 or tuple(scale) != (1.0, 1.0) or translate > 0
+        if augment and wants_affine and not affine_safe:
+            logger.info("%s: rotation / zoom / shift are not label-safe and are disabled", name or "this task")
+        self.use_affine = bool(augment and wants_affine and affine_safe)
         self.intensity = intensity
         self.clip_len = clip_len
         self.seed = seed
@@ -86,6 +99,11 @@ class LabeledDataset(Dataset):
     # ------------------------------------------------------------------ augmentation
     def _augment(self, item: dict[str, Any], rng: np.random.Generator) -> None:
         s = self.size
+        if self.use_affine:
+            theta = affine_theta(rng, *self.affine)
+            item["image"], mask = apply_affine(theta, item["image"], item.get("mask"))
+            if mask is not None:
+                item["mask"] = mask
         if self.hflip > 0 and rng.random() < self.hflip:
             item["image"] = item["image"].flip(-1)
             if "mask" in item:

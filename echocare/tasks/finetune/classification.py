@@ -50,5 +50,5 @@ def class_of(record: Record) -> int:
 SPEC = TaskSpec(
     name="classification", head="classification", head_args=class_head_args, scan=scan_classification,
     read=read_class, collect=collect_probs, metrics=metrics, headline=("accuracy", "macro_f1", "auc"),
-    class_of=class_of, description="image classification (class folders or CSV)",
+    class_of=class_of, affine_safe=True, description="image classification (class folders or CSV)",
 )

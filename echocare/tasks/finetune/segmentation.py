@@ -34,5 +34,5 @@ def metrics(pred: dict[str, list], class_names: list[str], opts: MetricOptions) 
 SPEC = TaskSpec(
     name="segmentation", head="segmentation", head_args=head_args, scan=scan_segmentation, read=read_mask,
     collect=collect, metrics=metrics, headline=("mean_dice", "mean_nsd"),
-    description="semantic segmentation (images/ + masks/ with class-id masks)",
+    affine_safe=True, description="semantic segmentation (images/ + masks/ with class-id masks)",
 )

@@ -51,5 +51,5 @@ def bind(spec: TaskSpec, ctx: RunContext) -> tuple[TaskSpec, dict[str, Any]]:
 SPEC = TaskSpec(
     name="video", head="video_classification", head_args=class_head_args, scan=scan_video, read=read_clip,
     collect=collect_probs, metrics=metrics, headline=("accuracy", "macro_f1", "auc"), class_of=class_of,
-    description="video classification (class folders or CSV of videos / frame folders)", bind=bind,
+    affine_safe=True, description="video classification (class folders or CSV of videos / frame folders)", bind=bind,
 )
