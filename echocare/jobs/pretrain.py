@@ -60,7 +60,8 @@ def resolve_hie_weight(cfg: PretrainConfig, index: dict | None) -> tuple[Pretrai
     labels = {path: int(n) for path, n in index["labels"].items() if int(n) > 0}
     if not labels or len(labels) >= m.hie_min_labels:  # (no label counts: hand-written index, nothing known)
         return cfg, None
-    found = ", ".join(f"{path} ({n} images)" for path, n in sorted(labels.items()))
+    found = ", ".join(f"{path} ({n} images)" for path, n in sorted(labels.items())[:5])
+    found += ", ..." if len(labels) > 5 else ""
     reason = (f"L_HIE is off for this run (model.hie_weight {m.hie_weight:g} -> 0): the shards' index lists "
               f"{len(labels)} distinct label path(s) [{found}], fewer than model.hie_min_labels={m.hie_min_labels}, "
               f"so every labeled image would have the same target. Set model.hie_min_labels=1 to train it anyway.")
