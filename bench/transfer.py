@@ -7,7 +7,8 @@ Given an unlabeled image pool and a labeled downstream set in the HC18 layout (`
 1. split subjects (the number before the first ``_``) into train/val/test, deterministically;
 2. build shards (``echocare shards build``) from the pool minus every test subject's image;
 3. pretrain with the recipe (echocare = L_MIM + L_HIE, kept with ``model.hie_min_labels=1`` even when the pool
-   has one label) and its MIM-only ablation (``model.hie_weight=0``), export each encoder (``echocare pretrain`` / ``echocare export``);
+   has one label) and its MIM-only ablation (``model.hie_weight=0``), export each encoder (``echocare pretrain``
+   / ``echocare export``);
 4. pretrain the peer, HF transformers ``SwinForMaskedImageModeling`` with the same architecture, shards,
    masks, steps, batch and lr schedule, and convert it with ``tools/convert_hf_swin.py``;
 5. fine-tune from every init (random, echocare, echocare_mim, hf_simmim) for head segmentation and HC
