@@ -90,15 +90,17 @@ def build_pretrain_task(cfg: PretrainConfig) -> tuple[PretrainTask, Ontology | N
     return PretrainTask(model), onto
 
 
-def build_pretrain_loader(cfg: PretrainConfig, ontology: Ontology | None, rank: int, world_size: int):
-    """The resumable pretraining loader of this process (see :mod:`echocare.data.loader`)."""
+def build_pretrain_loader(cfg: PretrainConfig, ontology: Ontology | None, rank: int, world_size: int,
+                          index: dict | None = None):
+    """The resumable pretraining loader of this process (see :mod:`echocare.data.loader`); ``index``: the
+    shards' already located ``index.json`` (None: the stream locates it)."""
     d, m = cfg.data, cfg.model
     stream = PretrainStream(
         d.shards, ontology=ontology, img_size=m.img_size, patch_size=m.patch_size,
         mask_patch_size=d.mask_patch_size, mask_ratio=d.mask_ratio, augment=d.augment, seed=cfg.train.seed,
         shuffle_buffer=d.shuffle_buffer, resampled=d.resampled, epoch_length=d.epoch_length,
         dataset_weights=_dataset_weights(d.dataset_weights), rank=rank, world_size=world_size,
-        verify=d.verify, fit=d.fit, crop_p=d.crop_p, crop_scale=tuple(d.crop_scale),
+        verify=d.verify, fit=d.fit, crop_p=d.crop_p, crop_scale=tuple(d.crop_scale), index=index,
     )
     return make_pretrain_loader(stream, cfg.train.batch_size, num_workers=d.num_workers, drop_last=True)
 
@@ -117,12 +119,13 @@ def run_pretraining(cfg: PretrainConfig, output_dir: str | Path, resume: str | P
     check_model_name(cfg.model.name)  # user errors before the Trainer creates the run directory
     urls = expand_shards(cfg.data.shards)  # a missing or empty shard directory: one error, nothing written
     check_resume(output_dir, resume)
-    cfg, hie_off = resolve_hie_weight(cfg, locate_index(cfg.data.shards, urls, None))
+    index = locate_index(cfg.data.shards, urls, None)  # read once: the L_HIE decision and the stream share it
+    cfg, hie_off = resolve_hie_weight(cfg, index)
     trainer = Trainer(cfg.train, cfg.optim, output_dir, config=cfg)  # (writes the config that runs)
     if hie_off and trainer.is_main:
         logger.warning(hie_off)
     task, onto = build_pretrain_task(cfg)
-    loader = build_pretrain_loader(cfg, onto, trainer.rank, trainer.world_size)
+    loader = build_pretrain_loader(cfg, onto, trainer.rank, trainer.world_size, index=index)
     result = trainer.fit(task, loader, resume=resume)
     stats = loader.stats
     if stats.get("skipped"):

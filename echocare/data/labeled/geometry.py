@@ -47,7 +47,6 @@ def apply_affine(theta: torch.Tensor, image: torch.Tensor, mask: torch.Tensor | 
     out = out if image.dim() == 4 else out[0]
     if mask is None:
         return out, None
-    m = mask[None, None].float()  # (1, 1, H, W)
-    g = F.affine_grid(theta[None], list(m.shape), align_corners=False)
-    m = F.grid_sample(m, g, mode="nearest", padding_mode="zeros", align_corners=False)
+    m = mask[None, None].float()  # (1, 1, H, W): the same sampling grid as one frame
+    m = F.grid_sample(m, grid[:1], mode="nearest", padding_mode="zeros", align_corners=False)
     return out, m[0, 0].round().to(mask.dtype)
