@@ -19,7 +19,7 @@ import logging
 import os
 from contextlib import nullcontext
 from datetime import timedelta
-from typing import Callable, ContextManager
+from typing import Any, Callable, ContextManager
 
 import torch
 
@@ -191,3 +191,14 @@ def deepspeed_fp32_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
         if full is not None:
             state[name] = full.detach().float().cpu()
     return state
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move the tensors of a batch (a tensor, a dict of them, or a list / tuple of tensors) to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from echocare.config import config_to_dict
@@ -201,6 +202,33 @@ class StepWindow:
     n: int = 0
     images: int = 0
     t0: float = field(default_factory=time.perf_counter)
+
+    def add(self, loss: torch.Tensor, logs: dict[str, Any]) -> None:
+        """Add one micro-batch's loss and task logs (tensors stay on device: no sync per step)."""
+        self.sums["loss"] = self.sums.get("loss", 0.0) + loss.detach().float()
+        for name, value in logs.items():
+            value = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
+            self.sums[name] = self.sums.get(name, 0.0) + value
+        self.n += 1
+
+    def means(self, device: torch.device,
+              reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None) -> dict[str, float]:
+        """Mean of every logged value over the window's micro-batches of all ranks (``loss`` is NaN if none).
+
+        Args:
+            device: Device of the reduction tensors.
+            reduce_sum: Sum over ranks (None: one process).
+        """
+        names = sorted(self.sums)
+        vec = (torch.stack([torch.as_tensor(self.sums[k], dtype=torch.float32, device=device) for k in names])
+               if names else torch.zeros(0, device=device))
+        count = torch.tensor([float(self.n)], device=device)
+        if reduce_sum is not None:
+            vec, count = reduce_sum(vec), reduce_sum(count)
+        n = max(1.0, float(count.item()))
+        values = {k: float(v) / n for k, v in zip(names, vec.tolist())}
+        values.setdefault("loss", float("nan"))
+        return values
 
 
 @dataclass

@@ -64,6 +64,7 @@ from echocare.engine.distributed import (
     deepspeed_autocast,
     deepspeed_fp32_state,
     make_accelerator,
+    to_device,
     zero_stage,
 )
 from echocare.engine.logging_utils import MetricsLogger, make_progress
@@ -89,16 +90,6 @@ from echocare.engine.validation import run_validation, write_panels
 from echocare.engine.viz import plot_loss_curve
 
 logger = logging.getLogger(__name__)
-
-
-def _to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
-        return type(batch)(_to_device(v, device) for v in batch)
-    return batch
 
 
 class Trainer:
@@ -313,7 +304,7 @@ class Trainer:
         tc, acc = self.train_cfg, self.accelerator
         ok = True
         for _ in range(tc.grad_accum):
-            batch = _to_device(self._next_batch(s), self.device)
+            batch = to_device(self._next_batch(s), self.device)
             with acc.accumulate(s.model):
                 with s.forward_ctx():
                     out = s.model(batch)
@@ -327,20 +318,12 @@ class Trainer:
                                    batch.get("key", "n/a") if isinstance(batch, dict) else "n/a")
                 else:
                     acc.backward(loss)
-                    self._add_to_window(s.window, loss, out.get("logs", {}))
+                    s.window.add(loss, out.get("logs", {}))
             n_img = len(batch[self.batch_size_key]) if self.batch_size_key in batch else tc.batch_size
             s.window.images += n_img * self.world_size
             s.state.samples += n_img * self.world_size
             s.last_batch = batch
         return ok
-
-    @staticmethod
-    def _add_to_window(window: StepWindow, loss: torch.Tensor, logs: dict[str, Any]) -> None:
-        window.sums["loss"] = window.sums.get("loss", 0.0) + loss.detach().float()
-        for name, value in logs.items():
-            value = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
-            window.sums[name] = window.sums.get(name, 0.0) + value
-        window.n += 1
 
     def _skip_step(self, s: FitSession, what: str) -> None:
         """Drop the gradients of a step with a non-finite loss or gradient norm; abort after too many in a row."""
@@ -390,19 +373,9 @@ class Trainer:
 
     def _log(self, s: FitSession) -> dict:
         """Reduce the window over ranks, write one metrics.jsonl line, start a new window."""
-        acc, w = self.accelerator, s.window
-        names = sorted(w.sums)
-        if names:
-            vec = torch.stack([torch.as_tensor(w.sums[k], dtype=torch.float32, device=self.device) for k in names])
-        else:
-            vec = torch.zeros(0, device=self.device)
-        count = torch.tensor([float(w.n)], device=self.device)
-        if self.world_size > 1:
-            vec = acc.reduce(vec, reduction="sum")
-            count = acc.reduce(count, reduction="sum")
-        n = max(1.0, float(count.item()))
-        values: dict[str, Any] = {k: float(v) / n for k, v in zip(names, vec.tolist())}
-        values.setdefault("loss", float("nan"))
+        w = s.window
+        reduce_sum = (lambda t: self.accelerator.reduce(t, reduction="sum")) if self.world_size > 1 else None
+        values: dict[str, Any] = w.means(self.device, reduce_sum)
         elapsed = max(1e-9, time.perf_counter() - w.t0)
         values.update(lr=s.lr, img_per_s=w.images / elapsed, world_size=self.world_size, epoch=s.state.epoch,
                       samples=s.state.samples, nonfinite_skipped=s.state.nonfinite_skipped)
