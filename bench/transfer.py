@@ -1,18 +1,20 @@
 #!/usr/bin/env python
 """Transfer benchmark: does pretraining pay off? One command, resumable, everything under --out.
 
-Given an unlabeled image pool and a labeled downstream set in the HC18 layout (``images/``, ``masks/`` 0/255,
-``labels.csv`` with image, mask, hc_mm):
+Given an unlabeled image pool and a labeled downstream set (a folder with a ``labels.csv``: ``image`` plus ``mask``
+for segmentation, ``hc_mm`` for HC regression, ``label`` for classification, optionally ``subject``; HC18's layout
+is one, see bench/transfer_data.py):
 
-1. split subjects (the number before the first ``_``) into train/val/test, deterministically;
+1. split subjects (the ``subject`` column, or HC18's number before the first ``_``) into train/val/test,
+   deterministically;
 2. build shards (``echocare shards build``) from the pool minus every test subject's image;
 3. pretrain with the recipe (echocare = L_MIM + L_HIE, kept with ``model.hie_min_labels=1`` even when the pool
    has one label) and its MIM-only ablation (``model.hie_weight=0``), export each encoder (``echocare pretrain``
    / ``echocare export``);
 4. pretrain the peer, HF transformers ``SwinForMaskedImageModeling`` with the same architecture, shards,
    masks, steps, batch and lr schedule, and convert it with ``tools/convert_hf_swin.py``;
-5. fine-tune from every init (random, echocare, echocare_mim, hf_simmim) for head segmentation and HC
-   regression at each label fraction and seed (``echocare finetune``, validation on the val subjects), and
+5. fine-tune from every init (random, echocare, echocare_mim, hf_simmim) for every task the set supports
+   (``--tasks``: segmentation, HC regression, classification) at each label fraction and seed (``echocare finetune``, validation on the val subjects), and
    score on the test subjects (``echocare evaluate --data TEST`` + per-image scores for paired deltas);
 6. write ``results.md`` (mean ± std, paired bootstrap deltas, gap closed with its seeds × images CI when there
    are seeds), ``results.json`` and ``label_efficiency_<task>.png``.
@@ -34,6 +36,8 @@ Examples::
     python bench/transfer.py --out runs/transfer                                   # the documented run
     python bench/transfer.py --out runs/transfer-smoke --steps 30 --ft-steps 20 --seeds 1 --fractions 1.0 \\
         --model echocare_swin_debug --limit-subjects 60                            # ~2 min smoke run
+    python bench/transfer.py --out runs/busi --data BUSI_DIR --label thorax/breast/lesion --inits random,echocare_mim \\
+        --pretrain-seeds 3 --ft-set optim.lr=1e-3 --jobs 2                         # your own set (labels.csv)
 """
 
 from __future__ import annotations
@@ -50,29 +54,20 @@ from typing import Callable
 
 import numpy as np
 
+from transfer_settings import (  # bench/ is on sys.path: it holds this script (or the test that imports it)
+    HC18_LABEL,
+    TASKS,
+    check_settings,
+    default_label,
+    per_task_arg,
+    resolve_tasks,
+    settings_of,
+    task_value,
+)
+
 REPO = Path(__file__).resolve().parents[1]
 INITS = ("random", "echocare", "echocare_mim", "hf_simmim")
-TASKS = ("segmentation", "regression")
-HC18_LABEL = "fetus/brain/transthalamic"  # the HC plane (packaged ontology)
 logger = logging.getLogger("transfer")
-
-
-def _per_task(text: str) -> str:
-    """Validate ``N`` or ``TASK=N,TASK=N`` (every task of :data:`TASKS` given); kept as the text."""
-    try:
-        for task in TASKS:
-            task_value(text, task)
-    except (KeyError, ValueError) as err:
-        raise argparse.ArgumentTypeError(f"{text!r}: give N or {'=N,'.join(TASKS)}=N ({err})") from None
-    return text
-
-
-def task_value(text: str, task: str) -> int:
-    """The integer for ``task`` in ``N`` or ``TASK=N,...``."""
-    if "=" not in text:
-        return int(text)
-    values = dict(part.split("=", 1) for part in text.split(",") if part.strip())
-    return int(values[task])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -80,9 +75,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--out", required=True, help="work and result folder (reused: finished runs are kept)")
-    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "hc18_256"), help="HC18-layout set")
-    p.add_argument("--pool", default=None, help="unlabeled pretraining images (default: --data/images)")
-    p.add_argument("--label", default=HC18_LABEL, help="ontology path of the pool images ('' = unlabeled)")
+    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "hc18_256"),
+                   help="downstream set: a folder with labels.csv (see bench/transfer_data.py)")
+    p.add_argument("--pool", default=None,
+                   help="unlabeled pretraining images (default: --data/images, or the images of --data/labels.csv)")
+    p.add_argument("--label", default=None,
+                   help=f"ontology path of the pool images ('' = unlabeled; default: {HC18_LABEL} for a set with "
+                        "hc_mm, else '')")
     p.add_argument("--recipe", default=str(REPO / "recipes" / "pretrain" / "small.yaml"), help="pretrain recipe")
     p.add_argument("--model", default="echocare_swin_nano", help="encoder (pretraining and random init)")
     p.add_argument("--img-size", type=int, default=64, help="pretraining and fine-tuning input side")
@@ -91,10 +90,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "tables 1-8 of docs/results.md used 1000")
     p.add_argument("--batch", type=int, default=64,
                    help="pretraining batch: the small recipe's train.batch_size; tables 1-9 of docs/results.md used 32")
-    p.add_argument("--ft-steps", type=_per_task, default="segmentation=800,regression=800",
+    p.add_argument("--ft-steps", type=per_task_arg, default="800",
                    help="fine-tuning steps per run: N, or TASK=N,... (both tasks need ~800 steps before 100%% of "
                         "the labels pull ahead of 10%%; tables 1-7 of docs/results.md used regression=200)")
-    p.add_argument("--ft-eval-every", type=_per_task, default="segmentation=100,regression=100",
+    p.add_argument("--ft-eval-every", type=per_task_arg, default="100",
                    help="validate every N fine-tuning steps and keep the best weights (0 = the last weights); "
                         "N or TASK=N,...")
     p.add_argument("--ft-batch", type=int, default=16, help="fine-tuning batch")
@@ -110,7 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "unetr, model.decoder_dim=--seg-feature-size) and start their segmentation heads from it "
                         "(model.head_init=decoder); regression and the HF peer take the encoder only")
     p.add_argument("--fractions", default="0.1,1.0", help="label fractions (of training subjects)")
-    p.add_argument("--tasks", default=",".join(TASKS), help="segmentation,regression")
+    p.add_argument("--tasks", default="auto",
+                   help=f"some of {','.join(TASKS)}; auto = every task the labels.csv columns support")
     p.add_argument("--inits", default=",".join(INITS), help=",".join(INITS))
     p.add_argument("--hc-target", default="px", choices=("px", "mm"),
                    help="HC regression target: pixels of the stored image, scored in mm with each image's pixel size "
@@ -143,49 +143,28 @@ def _cli(argv: list[str], what: str) -> None:
         raise RuntimeError(f"{what}: `echocare {shlex.join(argv)}` exited with {code}")
 
 
-def _settings(args: argparse.Namespace) -> dict:
-    keys = ("data", "pool", "label", "recipe", "model", "img_size", "steps", "batch", "ft_steps", "ft_batch", "ft_eval_every",
-            "seg_feature_size", "precision",
-            "split", "split_seed", "limit_subjects", "set", "ft_set")
-    settings = {k: getattr(args, k) for k in keys}
-    if args.pretrain_seeds > 1:  # (absent = 1: folders made before the option stay reusable)
-        settings["pretrain_seeds"] = args.pretrain_seeds
-    if args.head_init:  # (absent = off, likewise)
-        settings["head_init"] = True
-    if args.hc_target != "mm":  # (absent = mm, the target before the option existed)
-        settings["hc_target"] = args.hc_target
-    return settings
-
-
-def _check_settings(out: Path, settings: dict) -> None:
-    path = out / "settings.json"
-    if path.is_file():
-        old = json.loads(path.read_text())
-        diff = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
-        if diff:
-            raise ValueError(f"{out} holds a run with other settings {diff}; use another --out")
-
-
 def prepare(args: argparse.Namespace, out: Path) -> dict:
     """Split, downstream sets, pool and shards (each reused when done)."""
-    from transfer_data import prepare_downstream, prepare_pool, write_manifest
+    from transfer_data import downstream_images, prepare_downstream, prepare_pool, write_manifest
 
     work = out / "data"
     work.mkdir(parents=True, exist_ok=True)
     split_path = work / "split.json"
+    data = Path(args.data)
     if not split_path.is_file():
         fr = tuple(float(x) for x in args.split.split(","))
-        split = prepare_downstream(Path(args.data), work, fr, args.split_seed, args.limit_subjects)
-        pool = Path(args.pool) if args.pool else Path(args.data) / "images"
-        same = pool.resolve() == (Path(args.data) / "images").resolve()
+        split = prepare_downstream(data, work, fr, args.split_seed, args.limit_subjects)
+        pool = Path(args.pool) if args.pool else data / "images"
+        files = None
+        if not args.pool and not pool.is_dir():  # no images/ folder: the images labels.csv names
+            pool, files = data, downstream_images(data)
+        same = pool.resolve() in ((data / "images").resolve(), data.resolve())
         keep = {s for part in split["subjects"].values() for s in part} if args.limit_subjects else None
         split["pool"] = prepare_pool(pool, work, set(split["images"]["test"]), set(split["subjects"]["test"]), same,
-                                     keep)
+                                     keep, files=files, subjects=split.pop("image_subjects"))
         split_path.write_text(json.dumps(split, indent=1))
     split = json.loads(split_path.read_text())
-    if args.hc_target == "px" and "hc_px" not in (work / "train" / "values.csv").read_text().split("\n", 1)[0]:
-        raise ValueError(f"--hc-target px needs pixel sizes (pixel_size_mm_original, scale_factor) in "
-                         f"{Path(args.data) / 'labels.csv'}, and a --out whose data was built with them")
+    split.setdefault("tasks", ["segmentation", "regression"])  # (folders made before other sets were accepted)
     shards = work / "shards"
     if not (shards / "index.json").is_file():
         manifest = write_manifest(work, args.label or None, args.img_size)
@@ -335,6 +314,9 @@ def finetune_overrides(args: argparse.Namespace, task: str, data: Path, init: st
         sets += [f"data.root={data / 'train'}", f"data.val_root={data / 'val'}", "data.num_classes=2",
                  f"model.head={json.dumps({'feature_size': args.seg_feature_size})}",
                  "data.group_regex=([^/_]+)_[^/]*$"]
+    elif task == "classification":
+        sets += [f"data.root={data / 'train' / 'labels.csv'}", f"data.val_root={data / 'val' / 'labels.csv'}",
+                 "data.group_column=group"]
     else:
         sets += [f"data.root={data / 'train' / 'values.csv'}", f"data.val_root={data / 'val' / 'values.csv'}",
                  "data.path_column=image", f"data.value_columns=[hc_{args.hc_target}]", "data.group_column=group"]
@@ -359,7 +341,8 @@ def _finetune_one(args: argparse.Namespace, out: Path, task: str, init: str, fra
                                     starts_head_from_decoder(args, task, init)):
             argv += ["--set", s]
         _cli(argv, f"finetune {task} {init} {frac} {seed}")
-    test = data / "test" if task == "segmentation" else data / "test" / "values.csv"
+    test = {"segmentation": data / "test", "classification": data / "test" / "labels.csv"}.get(
+        task, data / "test" / "values.csv")
     _cli(["evaluate", "--checkpoint", str(run), "--data", str(test), "--out",
           str(run / "test_metrics.json"), "--set", "eval.ci=false"], f"evaluate {run}")
     headline = json.loads((run / "test_metrics.json").read_text())["headline"]
@@ -373,13 +356,11 @@ def _finetune_one(args: argparse.Namespace, out: Path, task: str, init: str, fra
     return done
 
 
-def finetune_all(args: argparse.Namespace, out: Path, encoders: dict, inits: list[str]) -> dict:
+def finetune_all(args: argparse.Namespace, out: Path, encoders: dict, inits: list[str], tasks: list[str]) -> dict:
     """Every (task, init, fraction, seed) cell, ``--jobs`` at a time; returns ``{cell: test result}``."""
     fractions = [float(f) for f in args.fractions.split(",")]
     cells = []
-    for task in [t for t in args.tasks.split(",") if t]:
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    for task in tasks:
         cells += [(task, init, frac, seed) for init in inits for frac in fractions for seed in range(args.seeds)]
     def weights(init: str, seed: int) -> str:  # fine-tuning seed s starts from pretraining run s mod K
         return "random" if init == "random" else str(encoders[(init, seed % args.pretrain_seeds)])
@@ -403,12 +384,15 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [i for i in inits if i not in INITS]
         if unknown:
             raise ValueError(f"unknown init(s) {unknown}; choose from {', '.join(INITS)}")
-        settings = _settings(args)
-        _check_settings(out, settings)
+        if args.label is None:
+            args.label = default_label(Path(args.data))
+        settings = settings_of(args)
+        check_settings(out, settings)
         split = prepare(args, out)
+        tasks = resolve_tasks(args, out, split["tasks"])
         (out / "settings.json").write_text(json.dumps(settings, indent=1))  # after the data checks passed
         encoders, pretrain_summary = pretrain_all(args, out, inits)
-        runs = finetune_all(args, out, encoders, inits)
+        runs = finetune_all(args, out, encoders, inits, tasks)
     except (FileNotFoundError, ValueError) as err:
         print(f"transfer: error: {err}", file=sys.stderr)
         return 2
@@ -416,9 +400,9 @@ def main(argv: list[str] | None = None) -> int:
 
     settings.update(command="python bench/transfer.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
                     seeds=args.seeds, pretrain_seeds=args.pretrain_seeds, fractions=args.fractions, split=split)
-    from transfer_data import mean_baseline_sentence
+    from transfer_data import baseline_sentences
 
-    baselines = {"regression": mean_baseline_sentence(out / "data", f"hc_{args.hc_target}")}
+    baselines = baseline_sentences(out / "data", tasks, args.hc_target)
     build_report(runs, settings, pretrain_summary, out, args.n_bootstrap, baselines)
     print(out / "results.md")
     return 0

@@ -1,8 +1,22 @@
 """Data preparation of the transfer benchmark (bench/transfer.py): subject split, downstream sets, pool, manifest.
 
-HC18 layout (``--data``): ``images/NNN_hc.png``, ``masks/NNN_hc.png`` (0/255), ``labels.csv`` with columns
-``image, mask, hc_mm`` and optionally ``pixel_size_mm_original, scale_factor`` (the original pixel size and the
-resize factor of the stored image). The subject is the number before the first ``_`` of the file name.
+The downstream set (``--data``) is a folder with a ``labels.csv`` whose ``image`` column names image files under
+the folder; its other columns say which tasks it supports:
+
+==============  ===========================================================================================
+column          task
+==============  ===========================================================================================
+``mask``        segmentation: a mask file per image (binarised: 0/255 or 0/1 masks become class ids 0/1)
+``hc_mm``       HC regression (HC18): head circumference in mm; with ``pixel_size_mm_original`` and
+                ``scale_factor`` (the original pixel size and the resize factor of the stored image) also in
+                pixels of the stored image
+``label``       classification: a class name per image (e.g. benign / malignant / normal)
+``subject``     optional: images of one subject (patient, study) never straddle the train/val/test split
+==============  ===========================================================================================
+
+HC18 (``images/NNN_hc.png``, ``masks/NNN_hc.png``, ``labels.csv`` with ``image, mask, hc_mm``) has no ``subject``
+column: the subject is the number before the first ``_`` of the file name. A set with neither makes each image its
+own subject (logged).
 
 HC in mm is the head's size in the image times the pixel size, and the pixel size is not in the image (HC18's
 spans 0.05 to 0.39 mm; its correlation with HC in mm is 0.82). Given the pixel sizes, the regression sets also carry
@@ -72,25 +86,68 @@ def split_subjects(subjects: list[str], fractions: tuple[float, float, float], s
     return out
 
 
-def read_hc18(root: Path) -> list[dict[str, str]]:
-    """Rows of ``root/labels.csv`` whose image and mask exist (missing files are counted and logged)."""
+TASK_COLUMNS = {"segmentation": "mask", "regression": "hc_mm", "classification": "label"}
+
+
+def read_downstream(root: Path) -> tuple[list[dict[str, str]], list[str]]:
+    """Rows of ``root/labels.csv`` whose files exist, and the tasks its columns support (see the module docstring).
+
+    Rows whose image (or mask) is missing, or whose label cell of a present column is empty, are counted and logged.
+
+    Raises:
+        FileNotFoundError: no labels.csv.
+        ValueError: no ``image`` column, no task column, no usable row, or two images with one file name.
+    """
     csv_path = root / "labels.csv"
     if not csv_path.is_file():
-        raise FileNotFoundError(f"{root}: no labels.csv (expected the HC18 layout, see bench/transfer.py --help)")
-    rows, missing = [], []
+        raise FileNotFoundError(f"{root}: no labels.csv (expected a downstream set, see bench/transfer_data.py)")
     with csv_path.open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            if not all(k in row for k in ("image", "mask", "hc_mm")):
-                raise ValueError(f"{csv_path}: needs columns image, mask, hc_mm; has {list(row)}")
-            if (root / row["image"]).is_file() and (root / row["mask"]).is_file():
-                rows.append(row)
-            else:
-                missing.append(row["image"])
+        reader = csv.DictReader(fh)
+        header = list(reader.fieldnames or [])
+        table = list(reader)
+    tasks = [t for t, col in TASK_COLUMNS.items() if col in header]
+    if "image" not in header or not tasks:
+        raise ValueError(f"{csv_path}: needs an image column and at least one of "
+                         f"{', '.join(TASK_COLUMNS.values())} (tasks {', '.join(TASK_COLUMNS)}); has {header}")
+    rows, missing, empty = [], [], []
+    for row in table:
+        if any(not (row.get(TASK_COLUMNS[t]) or "").strip() for t in tasks):
+            empty.append(row["image"])
+        elif (root / row["image"]).is_file() and ("mask" not in header or (root / row["mask"]).is_file()):
+            rows.append(row)
+        else:
+            missing.append(row["image"])
     if missing:
         logger.warning("%s: %d row(s) skipped, image or mask missing: %s", csv_path, len(missing), missing[:5])
+    if empty:
+        logger.warning("%s: %d row(s) skipped, an empty %s cell: %s", csv_path, len(empty),
+                       "/".join(TASK_COLUMNS[t] for t in tasks), empty[:5])
     if not rows:
         raise ValueError(f"{csv_path}: no usable rows")
-    return rows
+    names: dict[str, str] = {}
+    for row in rows:
+        other = names.setdefault(Path(row["image"]).name, row["image"])
+        if other != row["image"]:
+            raise ValueError(f"{csv_path}: {other} and {row['image']} have one file name; the benchmark keys images "
+                             "by file name, so rename one")
+    return rows, tasks
+
+
+def row_subjects(rows: list[dict[str, str]]) -> list[str]:
+    """Each row's subject: its ``subject`` cell, else the HC18 rule (:func:`subject_of`), else the image's stem."""
+    out, own = [], 0
+    for row in rows:
+        subj = (row.get("subject") or "").strip()
+        if not subj:
+            try:
+                subj = subject_of(row["image"])
+            except ValueError:
+                subj, own = Path(row["image"]).stem, own + 1
+        out.append(subj)
+    if own:
+        logger.warning("%d image(s) have no subject (no subject column, no NNN_ prefix): each is its own subject, "
+                       "so images of one patient may straddle the split", own)
+    return out
 
 
 def mm_per_px(row: dict[str, str]) -> float | None:
@@ -143,48 +200,90 @@ def mean_baseline_sentence(work: Path, target: str) -> str:
             "(the floor a model has to beat).")
 
 
+def majority_baseline_sentence(work: Path) -> str:
+    """The classification report's floor: the training set's most frequent class predicted for every test image."""
+    def labels(split: str) -> list[str]:
+        with (work / split / "labels.csv").open(newline="") as fh:
+            return [r["label"] for r in csv.DictReader(fh)]
+
+    train, test = labels("train"), labels("test")
+    majority = max(sorted(set(train)), key=train.count)
+    classes = sorted(set(train) | set(test))
+    f1 = [2 * test.count(c) / (test.count(c) + len(test)) if c == majority else 0.0 for c in classes]
+    return (f"Predicting the training set's most frequent class ({majority}) for every test image: accuracy "
+            f"{test.count(majority) / len(test):.4f}, macro-F1 {np.mean(f1):.4f} (the floor a model has to beat).")
+
+
+def baseline_sentences(work: Path, tasks: list[str], hc_target: str) -> dict[str, str]:
+    """Per task, the report's line on the floor a model has to beat (regression and classification)."""
+    out = {}
+    if "regression" in tasks:
+        out["regression"] = mean_baseline_sentence(work, f"hc_{hc_target}")
+    if "classification" in tasks:
+        out["classification"] = majority_baseline_sentence(work)
+    return out
+
+
+def _binary_mask(path: Path) -> np.ndarray:
+    """A 0/255 or 0/1 mask as class ids {0, 1}."""
+    mask = np.asarray(Image.open(path).convert("L"))
+    return (mask > (127 if mask.max() > 1 else 0)).astype(np.uint8)
+
+
 def prepare_downstream(root: Path, work: Path, fractions: tuple[float, float, float], seed: int,
                        limit_subjects: int | None = None) -> dict:
     """Write ``work/{train,val,test}/`` downstream sets and return the split document.
 
-    Each split folder holds ``images/`` (copies), ``masks/`` (binarised to {0, 1}: the labeled-data scanner
-    takes mask values as class ids) and ``values.csv`` (``image, hc_mm, group``, plus ``hc_px, mm_per_px`` when
-    every row has a pixel size) for HC regression.
+    Each split folder holds ``images/`` (copies) and, per task the set supports: ``masks/`` (binarised to {0, 1}:
+    the labeled-data scanner takes mask values as class ids), ``values.csv`` (``image, hc_mm, group``, plus
+    ``hc_px, mm_per_px`` when every row has a pixel size) and ``labels.csv`` (``image, label, group``).
 
     Returns:
-        ``{"subjects": {split: [ids]}, "images": {split: [names]}, "n": {split: count}}``.
+        ``{"subjects": {split: [ids]}, "images": {split: [names]}, "n": {split: count}, "tasks": [task, ...],
+        "image_subjects": {name: subject}}``.
     """
-    rows = read_hc18(root)
-    subjects = sorted({subject_of(r["image"]) for r in rows})
+    rows, tasks = read_downstream(root)
+    row_subject = row_subjects(rows)
+    subjects = sorted(set(row_subject))
     if limit_subjects:
         subjects = subjects[:limit_subjects]
-        rows = [r for r in rows if subject_of(r["image"]) in set(subjects)]
+        kept = set(subjects)
+        rows, row_subject = zip(*[(r, s) for r, s in zip(rows, row_subject) if s in kept])
     assign = split_subjects(subjects, fractions, seed)
-    scales = [mm_per_px(r) for r in rows]
+    scales = [mm_per_px(r) for r in rows] if "regression" in tasks else [None] * len(rows)
     sized = all(v is not None for v in scales)
-    if not sized and any(v is not None for v in scales):
+    if "regression" in tasks and not sized and any(v is not None for v in scales):
         logger.warning("%s: only some rows have a pixel size; values.csv gets no hc_px", root / "labels.csv")
-    doc: dict = {"subjects": {s: [] for s in SPLITS}, "images": {s: [] for s in SPLITS}}
+    doc: dict = {"subjects": {s: [] for s in SPLITS}, "images": {s: [] for s in SPLITS}, "tasks": tasks,
+                 "image_subjects": {}}
     for subj in subjects:
         doc["subjects"][assign[subj]].append(subj)
-    writers = {}
-    for split in SPLITS:
-        for sub in ("images", "masks"):
-            (work / split / sub).mkdir(parents=True, exist_ok=True)
-        fh = (work / split / "values.csv").open("w", newline="")
-        writers[split] = (fh, csv.writer(fh))
-        writers[split][1].writerow(["image", "hc_mm", "group", *(["hc_px", "mm_per_px"] if sized else [])])
+    tables = {"regression": ("values.csv", ["image", "hc_mm", "group", *(["hc_px", "mm_per_px"] if sized else [])]),
+              "classification": ("labels.csv", ["image", "label", "group"])}
+    writers: dict = {}
     try:
-        for r, scale in zip(rows, scales):
-            subj = subject_of(r["image"])
+        for split in SPLITS:
+            (work / split / "images").mkdir(parents=True, exist_ok=True)
+            if "segmentation" in tasks:
+                (work / split / "masks").mkdir(exist_ok=True)
+            for task, (file, header) in tables.items():
+                if task in tasks:
+                    fh = (work / split / file).open("w", newline="")
+                    writers[split, task] = (fh, csv.writer(fh))
+                    writers[split, task][1].writerow(header)
+        for r, subj, scale in zip(rows, row_subject, scales):
             split = assign[subj]
             name = Path(r["image"]).name
             shutil.copyfile(root / r["image"], work / split / "images" / name)
-            mask = np.asarray(Image.open(root / r["mask"]).convert("L"))
-            Image.fromarray((mask > 127).astype(np.uint8)).save(work / split / "masks" / name)
-            px = [f"{float(r['hc_mm']) / scale:.4f}", f"{scale:.6g}"] if sized else []
-            writers[split][1].writerow([f"images/{name}", r["hc_mm"], subj, *px])
+            if "segmentation" in tasks:
+                Image.fromarray(_binary_mask(root / r["mask"])).save(work / split / "masks" / f"{Path(name).stem}.png")
+            if "regression" in tasks:
+                px = [f"{float(r['hc_mm']) / scale:.4f}", f"{scale:.6g}"] if sized else []
+                writers[split, "regression"][1].writerow([f"images/{name}", r["hc_mm"], subj, *px])
+            if "classification" in tasks:
+                writers[split, "classification"][1].writerow([f"images/{name}", r["label"].strip(), subj])
             doc["images"][split].append(name)
+            doc["image_subjects"][name] = subj
     finally:
         for fh, _ in writers.values():
             fh.close()
@@ -194,16 +293,30 @@ def prepare_downstream(root: Path, work: Path, fractions: tuple[float, float, fl
     return doc
 
 
+def downstream_images(root: Path) -> list[Path]:
+    """The image files of a downstream set's ``labels.csv`` (its default pretraining pool when it has no
+    ``images/`` folder)."""
+    rows, _ = read_downstream(root)
+    return [root / r["image"] for r in rows]
+
+
 def prepare_pool(pool: Path, work: Path, test_images: set[str], test_subjects: set[str],
-                 same_as_downstream: bool, keep_subjects: set[str] | None = None) -> dict:
+                 same_as_downstream: bool, keep_subjects: set[str] | None = None,
+                 files: list[Path] | None = None, subjects: dict[str, str] | None = None) -> dict:
     """Copy the unlabeled pretraining images to ``work/pool`` (test images are never copied).
 
-    When the pool is the downstream image folder, every image of a test subject is left out (and, with
+    When the pool is the downstream set's own images, every image of a test subject is left out (and, with
     ``keep_subjects``, every image of a subject outside it); for another pool, files whose name equals a test
     image are left out too (a copy of a test image must not leak).
+
+    Args:
+        pool: folder of the pool (every image under it, or the base of ``files``).
+        files: the pool's image files when not every image under ``pool`` (e.g. the rows of a labels.csv).
+        subjects: ``{file name: subject}`` of the downstream images (names not in it: :func:`subject_of`).
     """
     exts = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-    files = sorted(p for p in pool.rglob("*") if p.suffix.lower() in exts and p.is_file())
+    if files is None:
+        files = sorted(p for p in pool.rglob("*") if p.suffix.lower() in exts and p.is_file())
     if not files:
         raise ValueError(f"pool {pool}: no images")
     out = work / "pool"
@@ -212,11 +325,14 @@ def prepare_pool(pool: Path, work: Path, test_images: set[str], test_subjects: s
     for p in files:
         leak = p.name in test_images
         if same_as_downstream:
-            try:
-                subj = subject_of(p.name)
+            subj = (subjects or {}).get(p.name)
+            if subj is None:
+                try:
+                    subj = subject_of(p.name)
+                except ValueError:
+                    pass
+            if subj is not None:
                 leak = leak or subj in test_subjects or (keep_subjects is not None and subj not in keep_subjects)
-            except ValueError:
-                pass
         if leak:
             dropped += 1
             continue

@@ -1,7 +1,9 @@
 """Per-image test scores and the report (results.md, results.json, label-efficiency plots) of bench/transfer.py.
 
 Per-image scores come from the fine-tuned model's predictions on the held-out test subjects: Dice of the head
-mask (segmentation, at the model input size like ``echocare evaluate``) and absolute HC error in mm (regression).
+mask (segmentation, at the model input size like ``echocare evaluate``), absolute HC error in mm (regression) and
+whether the predicted class is right (classification: 1 or 0, so its deltas and gap closed are in accuracy; the
+table also shows ``echocare evaluate``'s macro-F1 and AUC).
 Deltas are paired on test images: each image's score is averaged over seeds per init, the per-image difference
 ``init - reference`` is resampled (percentile bootstrap, ``echocare.metrics.bootstrap_ci``) for a 95% CI of its
 mean. That CI covers the test images only; with two or more seeds a second CI resamples seeds and test images
@@ -24,6 +26,7 @@ logger = logging.getLogger("transfer.report")
 TASK_METRICS = {
     "segmentation": ("dice", "mean_dice", True),
     "regression": ("abs_error_mm", "mae", False),
+    "classification": ("correct", "accuracy", True),
 }
 INIT_LABELS = {
     "random": "random init",
@@ -58,12 +61,15 @@ def _predict(run_dir: Path, task: str, data: Path) -> tuple[list[str], dict[str,
 
 
 def per_image_scores(run_dir: Path, task: str, test_dir: Path) -> dict[str, float]:
-    """``{image name: score}`` of a fine-tuned run on the test set (Dice, or absolute error in mm)."""
+    """``{image name: score}`` of a fine-tuned run on the test set (Dice, absolute error, or 1 / 0 for a right /
+    wrong class)."""
     from echocare.metrics.segmentation import dice_per_class
 
-    data = test_dir if task == "segmentation" else test_dir / "values.csv"
+    data = {"segmentation": test_dir, "classification": test_dir / "labels.csv"}.get(task, test_dir / "values.csv")
     names, pred = _predict(run_dir, task, data)
-    if task == "segmentation":
+    if task == "classification":
+        values = [float(int(np.argmax(p)) == int(y)) for p, y in zip(pred["probs"], pred["labels"])]
+    elif task == "segmentation":
         import torch
 
         dsc = dice_per_class(torch.cat(pred["pred"]), torch.cat(pred["gt"]), 2)  # (N, 2): background, head
@@ -278,7 +284,8 @@ def build_report(runs: dict, settings: dict, pretrain: dict, out: Path, n_bootst
                  for init, pf in per_init.items()}
         md += _gap_section(per_init, means, headline, n_bootstrap, task_doc)
         curves = {INIT_LABELS.get(i, i): {f: c["headline"] for f, c in pf.items()} for i, pf in per_init.items()}
-        png = plot_label_efficiency(curves, out / f"label_efficiency_{task}.png", title=f"HC18 {task}: test set")
+        png = plot_label_efficiency(curves, out / f"label_efficiency_{task}.png",
+                                    title=f"{Path(settings.get('data') or 'downstream').name} {task}: test set")
         task_doc["plot"] = png.name
         md += ["", f"![{task} label efficiency]({png.name})", ""]
         doc["tasks"][task] = task_doc

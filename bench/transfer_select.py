@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from transfer_data import mean_baseline_sentence
+from transfer_data import baseline_sentences
 from transfer_report import INIT_LABELS, TASK_METRICS, build_report
 
 
@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
                        **{k: first[k] for k in ("seeds", "pretrain_seeds", "fractions", "split")},
                        "candidates": [{"run": str(r), "ft_set": s["ft_set"], "command": res["settings"]["command"]}
                                       for r, s, res in zip(runs, settings, results)]}
-    baselines = {"regression": mean_baseline_sentence(runs[0] / "data", f"hc_{settings[0].get('hc_target', 'mm')}")}
+    tasks = sorted({cell[0] for cell in chosen})  # (task, init, fraction, seed)
+    baselines = baseline_sentences(runs[0] / "data", tasks, settings[0].get("hc_target", "mm"))
     doc = build_report(chosen, report_settings, results[0]["pretraining"], out, args.n_bootstrap, baselines)
     md = selection_markdown(table, labels, [c["command"] for c in report_settings["candidates"]])
     (out / "results.md").write_text((out / "results.md").read_text() + "\n" + "\n".join(md) + "\n")

@@ -121,6 +121,48 @@ def test_hc_in_pixels_is_scored_in_mm_with_each_images_pixel_size(tmp_path):
     assert bad.returncode == 2 and "--hc-target px needs pixel sizes" in bad.stderr.splitlines()[-1]
 
 
+@pytest.mark.skipif(not (HC18 / "labels.csv").is_file(), reason="HC18 data not present at ../shared/data/hc18_256")
+def test_classification_on_a_set_of_class_folders(tmp_path):
+    """Another set than HC18: class folders and a labels.csv ``image,label`` (here HC18 images, two made-up classes),
+    no images/ folder: classification is the task it supports, its images are the pretraining pool."""
+    data = tmp_path / "lesions"
+    lines = ["image,label"]
+    for i, row in enumerate((HC18 / "labels.csv").read_text().splitlines()[1:60]):
+        label = ("cyst", "solid")[i % 2]
+        name = Path(row.split(",")[0]).name
+        (data / label).mkdir(parents=True, exist_ok=True)
+        (data / label / name).symlink_to(HC18 / "images" / name)
+        lines.append(f"{label}/{name},{label}")
+    (data / "labels.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "bench"
+    args = ["--data", str(data), "--inits", "random,echocare_mim", "--limit-subjects", "12"]
+    proc = _run(out, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "settings.json").read_text())["label"] == ""  # not HC18: an unlabeled pool
+    split = json.loads((out / "data" / "split.json").read_text())
+    assert split["tasks"] == ["classification"]
+    pool = {p.name for p in (out / "data" / "pool").rglob("*.png")}
+    assert pool and not pool & set(split["images"]["test"])
+    assert pool == set(split["images"]["train"]) | set(split["images"]["val"])
+    doc = json.loads((out / "results.json").read_text())
+    assert set(doc["tasks"]) == {"classification"}
+    tdoc = doc["tasks"]["classification"]
+    assert set(tdoc["cells"]) == {"random", "echocare_mim"} and tdoc["per_image_metric"] == "correct"
+    for init in ("random", "echocare_mim"):
+        run = out / "finetune" / "classification" / init / "frac-100" / "seed-0"
+        result = json.loads((run / "test_result.json").read_text())
+        evaluated = json.loads((run / "test_metrics.json").read_text())
+        assert set(result["per_image"]) == set(split["images"]["test"])
+        assert set(result["per_image"].values()) <= {0.0, 1.0}  # right or wrong, averaging to evaluate's accuracy
+        mean = sum(result["per_image"].values()) / len(result["per_image"])
+        assert mean == pytest.approx(evaluated["headline"]["accuracy"]) == result["headline"]["accuracy"]
+    md = (out / "results.md").read_text()
+    assert "## classification" in md and "macro_f1" in md and "most frequent class" in md
+    assert (out / "label_efficiency_classification.png").stat().st_size > 0
+    wrong = _run(tmp_path / "bench2", *args, "--tasks", "segmentation")
+    assert wrong.returncode == 2 and "has no labels for segmentation" in wrong.stderr.splitlines()[-1]
+
+
 def _bench_module(name: str = "transfer"):
     """Import one of the bench scripts' modules (bench/ is not a package) without leaving bench/ on sys.path."""
     sys.path.insert(0, str(REPO / "bench"))
@@ -153,11 +195,17 @@ def test_fine_tuning_budgets_per_task():
     assert (args.steps, args.batch, args.img_size, args.model) == (recipe.train.max_steps, recipe.train.batch_size,
                                                                   recipe.model.img_size, recipe.model.name)
     args = transfer.parse_args(["--out", "x", "--ft-steps", "30", "--ft-eval-every", "segmentation=5,regression=0"])
-    assert [transfer.task_value(args.ft_steps, t) for t in transfer.TASKS] == [30, 30]
-    assert [transfer.task_value(args.ft_eval_every, t) for t in transfer.TASKS] == [5, 0]
-    for bad in ("segmentation=800", "lots", "segmentation=1,regression=x"):
+    assert [transfer.task_value(args.ft_steps, t) for t in transfer.TASKS] == [30, 30, 30]
+    assert [transfer.task_value(args.ft_eval_every, t) for t in ("segmentation", "regression")] == [5, 0]
+    with pytest.raises(ValueError, match="no value for classification"):
+        transfer.task_value(args.ft_eval_every, "classification")
+    for bad in ("lots", "segmentation=1,regression=x", "detection=5"):
         with pytest.raises(SystemExit):
             transfer.parse_args(["--out", "x", "--ft-steps", bad])
+    settings = _bench_module("transfer_settings")  # a folder made with per-task budgets stays reusable
+    assert settings._same_setting("ft_steps", "segmentation=800,regression=800", "800")
+    assert not settings._same_setting("ft_steps", "segmentation=800,regression=200", "800")
+    assert not settings._same_setting("steps", "800", "segmentation=800,regression=800")
 
 
 def test_paired_delta_ci_over_seeds_covers_seed_to_seed_spread():

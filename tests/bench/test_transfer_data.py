@@ -107,3 +107,78 @@ def test_pixel_sizes_give_hc_in_pixels_and_errors_back_in_mm(tmp_path):
     labels.write_text("\n".join(",".join(line.split(",")[i] for i in (0, 1, 3)) for line in labels.read_text().split()))
     td.prepare_downstream(tmp_path / "hc18", tmp_path / "work", (0.5, 0.25, 0.25), seed=0)
     assert (tmp_path / "work" / "train" / "values.csv").read_text().splitlines()[0] == "image,hc_mm,group"
+
+
+def _lesions(root: Path) -> list[tuple[str, str, str]]:
+    """A BUSI-like set: class folders, names without a subject prefix, a subject column (two images per patient),
+    0/1 masks; returns its (image, label, subject) rows."""
+    rows = []
+    for i in range(12):
+        label = ("benign", "benign", "malignant", "normal")[i % 4]
+        name = f"{label}/{label} ({i}).png"
+        (root / label).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((16, 16), 10 * i, np.uint8)).save(root / name)
+        mask = np.zeros((16, 16), np.uint8)
+        mask[4:9, 4:9] = 1
+        Image.fromarray(mask).save(root / f"{label}/{label} ({i})_mask.png")
+        rows.append((name, label, f"p{i // 2}"))
+    lines = ["image,mask,label,subject"] + [f"{n},{n[:-4]}_mask.png,{lab},{s}" for n, lab, s in rows]
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return rows
+
+
+def test_any_set_with_a_labels_csv_gives_its_tasks_split_by_its_subject_column(tmp_path):
+    td = _module()
+    rows = _lesions(tmp_path / "busi")
+    work = tmp_path / "work"
+    doc = td.prepare_downstream(tmp_path / "busi", work, (0.5, 0.25, 0.25), seed=1)
+    assert doc["tasks"] == ["segmentation", "classification"] and sum(doc["n"].values()) == 12
+    subject = {Path(n).name: s for n, _, s in rows}
+    label = {Path(n).name: lab for n, lab, _ in rows}
+    assert doc["image_subjects"] == subject
+    for split in ("train", "val", "test"):  # a patient's two images stay together
+        assert {subject[n] for n in doc["images"][split]} == set(doc["subjects"][split])
+        table = (work / split / "labels.csv").read_text().splitlines()
+        assert table[0] == "image,label,group" and len(table) == doc["n"][split] + 1
+        for line in table[1:]:
+            image, lab, group = line.split(",")
+            assert (work / split / image).is_file() and lab == label[Path(image).name] == image.split(" (")[0][7:]
+            assert group == subject[Path(image).name]
+        for name in doc["images"][split]:  # 0/1 masks stay class ids 0/1 (not thresholded to nothing at 127)
+            assert np.asarray(Image.open(work / split / "masks" / name)).max() == 1
+    assert not (work / "train" / "values.csv").exists()
+
+    files = td.downstream_images(tmp_path / "busi")  # no images/ folder: the pool is labels.csv's images
+    assert len(files) == 12
+    rep = td.prepare_pool(tmp_path / "busi", work, set(doc["images"]["test"]), set(doc["subjects"]["test"]),
+                          same_as_downstream=True, files=files, subjects=doc["image_subjects"])
+    pool = sorted(p.name for p in (work / "pool").rglob("*.png"))
+    assert rep["kept"] == len(pool) == 12 - doc["n"]["test"] and not set(pool) & set(doc["images"]["test"])
+    assert not any(n.endswith("_mask.png") for n in pool)
+
+    for split, labels in (("train", ["b", "b", "m"]), ("test", ["b", "m", "m", "n"])):
+        (tmp_path / "cls" / split).mkdir(parents=True)
+        (tmp_path / "cls" / split / "labels.csv").write_text(
+            "image,label,group\n" + "".join(f"x{i}.png,{lab},g{i}\n" for i, lab in enumerate(labels)))
+    sentence = td.majority_baseline_sentence(tmp_path / "cls")  # b for all: accuracy 1/4, F1(b) 2/5, others 0
+    assert "(b)" in sentence and "accuracy 0.2500" in sentence and f"macro-F1 {0.4 / 3:.4f}" in sentence
+
+
+def test_a_labels_csv_must_name_a_task_and_unique_file_names(tmp_path):
+    td = _module()
+    root = tmp_path / "set"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    for d in ("a", "b"):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / d / "x.png")
+    (root / "labels.csv").write_text("image,notes\na/x.png,hello\n")
+    with pytest.raises(ValueError, match="at least one of mask, hc_mm, label"):
+        td.read_downstream(root)
+    (root / "labels.csv").write_text("image,label\na/x.png,cyst\nb/x.png,solid\n")
+    with pytest.raises(ValueError, match="a/x.png and b/x.png have one file name"):
+        td.read_downstream(root)
+    (root / "labels.csv").write_text("image,label\na/x.png,cyst\nb/x.png,\nb/gone.png,solid\n")
+    rows, tasks = td.read_downstream(root)  # an empty label and a missing file are skipped (and logged)
+    assert tasks == ["classification"] and [r["image"] for r in rows] == ["a/x.png"]
+    assert td.row_subjects([{"image": "a/x.png"}, {"image": "007_hc.png"}, {"image": "b.png", "subject": "p1"}]) \
+        == ["x", "007", "p1"]
