@@ -68,6 +68,8 @@ class FinetuneDataConfig:
     label_column: str = _f("label", "CSV column with the class label (classification/video).")
     group_column: Optional[str] = _f(None, "CSV column with the split group; default group|patient|video|case.")
     value_columns: list[str] = _f([], "CSV value columns (landmarks x1,y1,...; regression value); [] = all others.")
+    exclude: list[str] = _f([], "Globs (on the path relative to data.root, or the file name) of files class folders "
+                                "leave out, e.g. ['*_mask*'] where masks sit next to the images (BUSI).")
     group_regex: Optional[str] = _f(None, "Regex on the relative path giving the split group (first capture group), "
                                           "e.g. '^[^/]+/(patient\\d+)_'.")
     classes: list[str] = _f([], "Class names in label order; [] = sorted folder/CSV labels (segmentation: names "
@@ -114,6 +116,8 @@ class FinetuneDataConfig:
                               f"{self.rotate} and {self.translate}")
         if len(self.scale) != 2 or not 0.0 < self.scale[0] <= self.scale[1]:
             raise ConfigError(f"data.scale must be [lo, hi] with 0 < lo <= hi, got {self.scale}")
+        if any(not isinstance(g, str) or not g.strip() for g in self.exclude):
+            raise ConfigError(f"data.exclude must be a list of non-empty globs, got {self.exclude}")
         if self.roi not in (None, "scan_area"):
             raise ConfigError(f"data.roi must be null or 'scan_area', got {self.roi!r}")
 

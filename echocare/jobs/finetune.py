@@ -75,7 +75,7 @@ def scan_options(cfg: FinetuneConfig, classes: list[str] | None = None,
                        value_columns=list(d.value_columns), classes=list(classes if classes is not None else d.classes),
                        num_classes=num_classes if num_classes is not None else d.num_classes,
                        positive_class=d.positive_class, clip_len=d.clip_len,
-                       clip_stride=d.clip_stride, verify=d.verify)
+                       clip_stride=d.clip_stride, verify=d.verify, exclude=list(d.exclude))
 
 
 def prepare_data(cfg: FinetuneConfig, scanned: LabeledSet | None = None) -> PreparedData:

@@ -36,6 +36,27 @@ def test_class_folders_skip_bad_files_and_load_gray_unit_range(tmp_path):
     assert torch.allclose(item["image"], torch.full_like(item["image"], 200 / 255), atol=1e-3)
 
 
+def test_class_folders_exclude_masks_next_to_the_images_and_warn_while_they_are_in(tmp_path, caplog):
+    for c in ("benign", "normal"):  # BUSI: each image's mask sits next to it in the class folder
+        for i in range(2):
+            _png(tmp_path / c / f"{c} ({i}).png", seed=i)
+            _png(tmp_path / c / f"{c} ({i})_mask.png", value=np.zeros((40, 60), np.uint8))
+        _png(tmp_path / c / f"{c} (0)_mask_1.png", value=np.zeros((40, 60), np.uint8))  # a second lesion
+    with caplog.at_level("WARNING"):
+        s = scan_dataset(S.scan_classification, tmp_path)
+    assert len(s.records) == 10  # the masks are read as images of their class ...
+    assert "6 file(s) in the class folders are named like masks" in caplog.text  # ... and that is said
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        s = scan_dataset(S.scan_classification, tmp_path, ScanOptions(exclude=["*_mask*"]))
+    assert sorted(r.path for r in s.records) == ["benign/benign (0).png", "benign/benign (1).png",
+                                                 "normal/normal (0).png", "normal/normal (1).png"]
+    assert "left out 6 file(s)" in caplog.text and "named like masks" not in caplog.text
+    assert s.skips.count == 0  # a deliberate exclusion is not a bad input
+    s = scan_dataset(S.scan_classification, tmp_path, ScanOptions(exclude=["normal/*"]))  # a path glob
+    assert s.class_names == ["benign", "normal"] and {r.target for r in s.records} == {0}
+
+
 def test_classification_csv_with_groups_and_unknown_class(tmp_path):
     for i in range(4):
         _png(tmp_path / "images" / f"img{i}.png")
@@ -276,3 +297,14 @@ def test_positive_class_of_a_binary_task_is_chosen_and_logged(tmp_path, caplog):
                      ScanOptions(classes=["benign", "malignant"], positive_class="benign"))
     with pytest.raises(DataError, match="for binary tasks; the data has 3 classes"):
         scan_dataset(S.scan_classification, tmp_path / "three", ScanOptions(positive_class="benign"))
+
+
+def test_data_exclude_reaches_the_scan_and_is_validated(tmp_path):
+    from echocare.config import ConfigError, load_config
+    from echocare.config.finetune import FinetuneConfig
+    from echocare.jobs.finetune import scan_options
+
+    cfg = load_config(FinetuneConfig, None, ["data.root=x", "data.exclude=['*_mask*']"])
+    assert scan_options(cfg).exclude == ["*_mask*"]
+    with pytest.raises(ConfigError, match="data.exclude"):
+        load_config(FinetuneConfig, None, ["data.root=x", "data.exclude=['']"])

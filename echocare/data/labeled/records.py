@@ -10,9 +10,12 @@ silently.
 from __future__ import annotations
 
 import csv
+import fnmatch
 import json
 import logging
+import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,11 +154,23 @@ def media_ok(path: Path, video: bool) -> str | None:
     return None if path.suffix.lower() in IMAGE_SUFFIXES else "unsupported-suffix"
 
 
-def class_folders(root: Path, video: bool, skips: SkipReport) -> tuple[list[tuple[str, str]], list[str]]:
+_MASK_STEM = re.compile(r"[_-]mask(?:[_-]?\d+)?$", re.IGNORECASE)
+
+
+def excluded(rel: str, patterns: Sequence[str]) -> bool:
+    """Whether a root-relative path matches one of the ``data.exclude`` globs (on the path or the file name)."""
+    name = rel.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in patterns)
+
+
+def class_folders(root: Path, video: bool, skips: SkipReport,
+                  exclude: Sequence[str] = ()) -> tuple[list[tuple[str, str]], list[str]]:
     """``(relpath, class name)`` pairs of a class-folder tree: ``root/<class>/**/<item>``.
 
     For images an item is an image file; for videos a video file or a folder of frame images
-    (a folder containing images directly is one video).
+    (a folder containing images directly is one video). Items matching an ``exclude`` glob are left out (counted
+    in one log line); image files named like masks (``X_mask.png``, BUSI's layout) that are still in are warned
+    about, since they would be read as images of their class.
     """
     if not root.is_dir():
         raise FileNotFoundError(f"data.root {root} is not a directory")
@@ -163,6 +178,7 @@ def class_folders(root: Path, video: bool, skips: SkipReport) -> tuple[list[tupl
     if not classes:
         raise DataError(f"{root}: no class folders found (expected ROOT/<class>/<files>)")
     pairs: list[tuple[str, str]] = []
+    n_excluded, masks = 0, []
     for name in classes:
         folder = root / name
         if video:
@@ -171,11 +187,22 @@ def class_folders(root: Path, video: bool, skips: SkipReport) -> tuple[list[tupl
         else:
             items = [p for p in sorted(folder.rglob("*")) if p.is_file()]
         for p in items:
+            if exclude and excluded(_rel(p, root), exclude):
+                n_excluded += 1
+                continue
             reason = media_ok(p, video)
             if reason:
                 skips.add(_rel(p, root), reason)
                 continue
+            if not video and _MASK_STEM.search(p.stem):
+                masks.append(_rel(p, root))
             pairs.append((_rel(p, root), name))
+    if n_excluded:
+        logger.info("%s: data.exclude %s left out %d file(s)", root, list(exclude), n_excluded)
+    if masks:
+        logger.warning("%s: %d file(s) in the class folders are named like masks (e.g. %s) and are read as images of "
+                       "their class; if they are masks, leave them out with data.exclude: ['*_mask*']", root,
+                       len(masks), masks[0])
     return pairs, classes
 
 

@@ -6,7 +6,8 @@ theirs in the task registry (:mod:`echocare.tasks.registry`) and :func:`scan_dat
 =========================  ==========================================================================
 scanner                    accepted layouts (``root`` = ``data.root``)
 =========================  ==========================================================================
-scan_classification        ``root/<class>/**/*.png`` class folders, or a CSV ``image,label[,group]``
+scan_classification        ``root/<class>/**/*.png`` class folders (``data.exclude`` globs left out), or a
+                           CSV ``image,label[,group]``
                            (``root`` is the CSV, or ``data.csv``, or ``root/labels.csv``)
 scan_segmentation          ``root/images/X.*`` + ``root/masks/X.*`` (same stem; mask values = class ids)
 scan_detection             COCO JSON (``data.annotations`` or ``root/annotations.json``); files under
@@ -74,6 +75,7 @@ class ScanOptions:
     clip_len: int = 8
     clip_stride: int | None = None
     verify: bool = True
+    exclude: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -132,7 +134,7 @@ def _classification(root: Path, opts: ScanOptions, skips: SkipReport, video: boo
         pairs = [(p, lab, g) for p, lab, g in rows]
     else:
         base = root
-        found, folder_names = class_folders(root, video, skips)
+        found, folder_names = class_folders(root, video, skips, opts.exclude)
         names = list(opts.classes) if opts.classes else folder_names
         pairs = [(p, lab, None) for p, lab in found]
     names = _positive_last(names, opts)
