@@ -164,7 +164,8 @@ def prepare(args: argparse.Namespace, out: Path) -> dict:
                                      keep, files=files, subjects=split.pop("image_subjects"))
         split_path.write_text(json.dumps(split, indent=1))
     split = json.loads(split_path.read_text())
-    split.setdefault("tasks", ["segmentation", "regression"])  # (folders made before other sets were accepted)
+    split.setdefault("tasks", ["segmentation", "regression"])  # (folders made before other sets were accepted:
+    split.setdefault("subject_prefix", True)  # HC18's)
     shards = work / "shards"
     if not (shards / "index.json").is_file():
         manifest = write_manifest(work, args.label or None, args.img_size)
@@ -291,7 +292,11 @@ def starts_head_from_decoder(args: argparse.Namespace, task: str, init: str) -> 
 
 def finetune_overrides(args: argparse.Namespace, task: str, data: Path, init: str, frac: float, seed: int,
                        head_init: bool = False) -> list[str]:
-    """``--set`` overrides of one fine-tuning run (``init``: the weights; ``head_init``: also the head's)."""
+    """``--set`` overrides of one fine-tuning run (``init``: the weights; ``head_init``: also the head's).
+
+    Label fractions subsample subjects: the ``group`` column of the CSV sets, and for segmentation folders the
+    HC18 name prefix (``data.group_regex``) where the split recorded it as the subject (``subject_prefix``), else
+    images."""
     from echocare.config import PretrainConfig, load_config
 
     pcfg = load_config(PretrainConfig, args.recipe, pretrain_overrides(args, data / "shards"))
@@ -313,7 +318,7 @@ def finetune_overrides(args: argparse.Namespace, task: str, data: Path, init: st
     if task == "segmentation":
         sets += [f"data.root={data / 'train'}", f"data.val_root={data / 'val'}", "data.num_classes=2",
                  f"model.head={json.dumps({'feature_size': args.seg_feature_size})}",
-                 "data.group_regex=([^/_]+)_[^/]*$"]
+                 *(["data.group_regex=([^/_]+)_[^/]*$"] if _split_doc(data).get("subject_prefix", True) else [])]
     elif task == "classification":
         sets += [f"data.root={data / 'train' / 'labels.csv'}", f"data.val_root={data / 'val' / 'labels.csv'}",
                  "data.group_column=group"]
@@ -321,6 +326,11 @@ def finetune_overrides(args: argparse.Namespace, task: str, data: Path, init: st
         sets += [f"data.root={data / 'train' / 'values.csv'}", f"data.val_root={data / 'val' / 'values.csv'}",
                  "data.path_column=image", f"data.value_columns=[hc_{args.hc_target}]", "data.group_column=group"]
     return [*sets, *args.ft_set]
+
+
+def _split_doc(data: Path) -> dict:
+    path = data / "split.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _finetune_one(args: argparse.Namespace, out: Path, task: str, init: str, frac: float, seed: int,

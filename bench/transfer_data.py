@@ -240,7 +240,7 @@ def prepare_downstream(root: Path, work: Path, fractions: tuple[float, float, fl
 
     Returns:
         ``{"subjects": {split: [ids]}, "images": {split: [names]}, "n": {split: count}, "tasks": [task, ...],
-        "image_subjects": {name: subject}}``.
+        "image_subjects": {name: subject}, "subject_prefix": whether every name starts with its subject (HC18)}``.
     """
     rows, tasks = read_downstream(root)
     row_subject = row_subjects(rows)
@@ -254,8 +254,11 @@ def prepare_downstream(root: Path, work: Path, fractions: tuple[float, float, fl
     sized = all(v is not None for v in scales)
     if "regression" in tasks and not sized and any(v is not None for v in scales):
         logger.warning("%s: only some rows have a pixel size; values.csv gets no hc_px", root / "labels.csv")
+    # the fine-tuning scanner of segmentation folders reads a subject from the file name only (data.group_regex):
+    # HC18's NNN_ prefix, when it is the rule here; otherwise its label fractions subsample images, not subjects
+    hc18_names = all(not (r.get("subject") or "").strip() and _SUBJECT.match(Path(r["image"]).name) for r in rows)
     doc: dict = {"subjects": {s: [] for s in SPLITS}, "images": {s: [] for s in SPLITS}, "tasks": tasks,
-                 "image_subjects": {}}
+                 "image_subjects": {}, "subject_prefix": hc18_names}
     for subj in subjects:
         doc["subjects"][assign[subj]].append(subj)
     tables = {"regression": ("values.csv", ["image", "hc_mm", "group", *(["hc_px", "mm_per_px"] if sized else [])]),

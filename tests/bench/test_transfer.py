@@ -341,3 +341,22 @@ def test_head_init_pretrains_the_heads_decoder_and_starts_echocare_segmentation_
     rand = yaml.safe_load((cells / "random" / "frac-100" / "seed-0" / "config.yaml").read_text())["model"]
     assert (rand["init"], rand["head_init"]) == ("random", "random")
     assert json.loads((out / "settings.json").read_text())["head_init"] is True
+
+
+def test_segmentation_label_fractions_take_subjects_from_names_only_where_names_carry_them(tmp_path):
+    transfer = _bench_module()
+    args = transfer.parse_args(["--out", str(tmp_path)])
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def seg_sets(split_doc: dict | None) -> list[str]:
+        if split_doc is not None:
+            (data / "split.json").write_text(json.dumps(split_doc))
+        return transfer.finetune_overrides(args, "segmentation", data, "random", 0.1, 0)
+
+    regex = "data.group_regex=([^/_]+)_[^/]*$"
+    assert regex in seg_sets(None)  # a folder made before the key: HC18
+    assert regex in seg_sets({"subject_prefix": True})
+    assert not any(s.startswith("data.group_regex") for s in seg_sets({"subject_prefix": False}))
+    cls = transfer.finetune_overrides(args, "classification", data, "random", 0.1, 0)
+    assert f"data.root={data / 'train' / 'labels.csv'}" in cls and "data.group_column=group" in cls

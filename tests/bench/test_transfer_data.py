@@ -54,7 +54,7 @@ def test_downstream_sets_and_pool(tmp_path):
     _hc18(tmp_path / "hc18")
     work = tmp_path / "work"
     doc = td.prepare_downstream(tmp_path / "hc18", work, (0.6, 0.2, 0.2), seed=0)
-    assert sum(doc["n"].values()) == 14 and all(doc["n"].values())
+    assert sum(doc["n"].values()) == 14 and all(doc["n"].values()) and doc["subject_prefix"] is True
     for split in ("train", "val", "test"):  # a subject's images never straddle splits
         for name in doc["images"][split]:
             assert td.subject_of(name) in doc["subjects"][split]
@@ -133,6 +133,7 @@ def test_any_set_with_a_labels_csv_gives_its_tasks_split_by_its_subject_column(t
     work = tmp_path / "work"
     doc = td.prepare_downstream(tmp_path / "busi", work, (0.5, 0.25, 0.25), seed=1)
     assert doc["tasks"] == ["segmentation", "classification"] and sum(doc["n"].values()) == 12
+    assert doc["subject_prefix"] is False  # subjects from the column, not the names
     subject = {Path(n).name: s for n, _, s in rows}
     label = {Path(n).name: lab for n, lab, _ in rows}
     assert doc["image_subjects"] == subject
