@@ -10,8 +10,10 @@ the values to ``metrics.jsonl`` as ``val/<name>`` and keeps the weights of the b
 The checkpoint's ``trainer_state.json`` holds :class:`TrainState` plus the flattened resolved config and
 its hash. Keys in :data:`RESUME_SAFE_KEYS` may change between a run and its resume (they do not change
 what is computed: logging and checkpoint cadence, progress bars, evaluation batching, worker counts of
-the fine-tuning loader); any other change — including ``train.max_steps``, which reshapes the lr
-schedule — fails with :class:`ConfigChangedError` unless ``train.allow_config_change`` is true.
+the fine-tuning loader), and so may settings that echocare added after the checkpoint was written, at their
+defaults (logged: a newer echocare resumes an older run); any other change — including ``train.max_steps``,
+which reshapes the lr schedule — fails with :class:`ConfigChangedError` unless ``train.allow_config_change``
+is true.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["BEST_FILE", "RESUME_SAFE_KEYS", "ConfigChangedError", "Evaluation", "FitResult", "FitSession",
            "NonFiniteLossError", "NonFiniteWeightsError", "StepWindow", "TrainState", "changed_keys",
-           "check_finite_weights", "check_resume_config", "config_hash", "flatten_config"]
+           "check_finite_weights", "check_resume_config", "config_hash", "default_config_flat", "flatten_config"]
 
 class NonFiniteLossError(UserError, RuntimeError):
     """Too many consecutive optimizer steps had a non-finite loss or gradient norm."""
@@ -92,6 +94,16 @@ def flatten_config(config: Any) -> dict[str, Any]:
             if key not in RESUME_SAFE_KEYS:
                 flat[key] = v
     return flat
+
+
+def default_config_flat(config: Any) -> dict[str, Any] | None:
+    """:func:`flatten_config` of ``type(config)()`` (the defaults), or None for a config without defaults."""
+    if config is None or isinstance(config, dict):
+        return None
+    try:
+        return flatten_config(type(config)())
+    except TypeError:  # a dataclass with required fields
+        return None
 
 
 def config_hash(flat: dict[str, Any]) -> str:
@@ -171,8 +183,18 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(old) | set(new) if k not in RESUME_SAFE_KEYS and old.get(k) != new.get(k))
 
 
-def check_resume_config(saved: dict[str, Any], current: dict[str, Any] | None, allow: bool, path: Path) -> None:
+def check_resume_config(saved: dict[str, Any], current: dict[str, Any] | None, allow: bool, path: Path,
+                        defaults: dict[str, Any] | None = None) -> None:
     """Compare the flattened resolved config with the one a checkpoint's state was written under.
+
+    Args:
+        saved: The checkpoint's trainer state (``config``, ``config_hash``).
+        current: This run's flattened config.
+        allow: ``train.allow_config_change``.
+        path: The checkpoint (for messages).
+        defaults: The flattened default config. A key the checkpoint's config lacks (a setting added to echocare
+            after the checkpoint was written) whose value here is its default is not a change: an upgrade between
+            a crash and its resume keeps the run resumable (logged). Set to anything else, it is a change.
 
     Raises:
         ConfigChangedError: keys differ and ``allow`` is false (with ``allow`` the change is logged).
@@ -183,6 +205,12 @@ def check_resume_config(saved: dict[str, Any], current: dict[str, Any] | None, a
     if config_hash(current) == saved.get("config_hash", config_hash(old)):
         return
     changed = changed_keys(old, current)
+    added = [k for k in changed if k not in old and defaults is not None and k in defaults
+             and current.get(k) == defaults[k]]
+    if added:
+        logger.warning("resuming %s: the checkpoint predates setting(s) %s; they take their defaults (%s)", path,
+                       ", ".join(added), ", ".join(f"{k}={current[k]!r}" for k in added))
+        changed = [k for k in changed if k not in added]
     if not changed:
         return
     detail = ", ".join(f"{k}: {old.get(k)!r} -> {current.get(k)!r}" for k in changed[:8])

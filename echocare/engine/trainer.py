@@ -82,6 +82,7 @@ from echocare.engine.state import (
     check_finite_weights,
     check_resume_config,
     config_hash,
+    default_config_flat,
     flatten_config,
 )
 from echocare.engine.thread_share import ThreadShare, join_thread_share
@@ -232,7 +233,7 @@ class Trainer:
         if ckpt_path is not None:
             saved, loader_state = self.ckpt.load(acc, ckpt_path)
             check_resume_config(saved, self.config_flat, getattr(self.train_cfg, "allow_config_change", False),
-                                ckpt_path)
+                                ckpt_path, defaults=default_config_flat(self.config))
             state.restore(saved)
             if loader_state is not None and hasattr(data, "load_state_dict"):
                 data.load_state_dict(loader_state)

@@ -247,3 +247,30 @@ def test_resume_with_changed_config_fails_naming_keys(tmp_path):
         run("optim.lr=1e-3", "train.max_steps=3")
     assert "max_steps: 2" in (tmp_path / "config.yaml").read_text()  # the rejected config was not written
     assert run("optim.lr=1e-3", "train.max_steps=3", "train.allow_config_change=true").step == 3
+
+
+def test_resume_after_an_upgrade_accepts_new_settings_at_their_defaults(tmp_path, caplog):
+    from echocare.config import PretrainConfig
+    from echocare.engine import ConfigChangedError
+
+    fast = ["data.shards=x", "train.batch_size=4", "train.max_steps=2", "train.progress=false",
+            "train.tensorboard=false", "train.precision=fp32", "train.image_every=0", "train.ckpt_every=2"]
+
+    def run(*extra):
+        cfg = load_config(PretrainConfig, overrides=[*fast, *extra])
+        return Trainer(cfg.train, cfg.optim, tmp_path, config=cfg).fit(Toy(), Stream(), resume="auto")
+
+    run()
+    # the checkpoint of an echocare that did not have model.hie_min_labels yet
+    state_file = tmp_path / "checkpoints" / "step-00000002" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    del state["config"]["model.hie_min_labels"]
+    state["config_hash"] = "older"
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(ConfigChangedError, match=r"model\.hie_min_labels: None -> 1"):
+        run("model.hie_min_labels=1", "train.max_steps=3")  # set to a non-default: a change
+    with pytest.raises(ConfigChangedError, match=r"optim\.lr"):  # other changes are still changes
+        run("optim.lr=1e-3", "train.max_steps=3")
+    with caplog.at_level("WARNING"):
+        assert run("train.max_steps=2").step == 2  # at its default: resumes (nothing left to do at step 2)
+    assert "predates setting(s) model.hie_min_labels" in caplog.text
