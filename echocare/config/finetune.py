@@ -68,8 +68,9 @@ class FinetuneDataConfig:
     label_column: str = _f("label", "CSV column with the class label (classification/video).")
     group_column: Optional[str] = _f(None, "CSV column with the split group; default group|patient|video|case.")
     value_columns: list[str] = _f([], "CSV value columns (landmarks x1,y1,...; regression value); [] = all others.")
-    exclude: list[str] = _f([], "Globs (on the path relative to data.root, or the file name) of files class folders "
-                                "leave out, e.g. ['*_mask*'] where masks sit next to the images (BUSI).")
+    exclude: list[str] = _f([], "Globs of files class folders leave out (the manifests' globs, relative to "
+                                "data.root; one without '/' matches file names), e.g. ['*_mask*'] where masks sit "
+                                "next to the images (BUSI).")
     group_regex: Optional[str] = _f(None, "Regex on the relative path giving the split group (first capture group), "
                                           "e.g. '^[^/]+/(patient\\d+)_'.")
     classes: list[str] = _f([], "Class names in label order; [] = sorted folder/CSV labels (segmentation: names "

@@ -55,6 +55,11 @@ def test_class_folders_exclude_masks_next_to_the_images_and_warn_while_they_are_
     assert s.skips.count == 0  # a deliberate exclusion is not a bad input
     s = scan_dataset(S.scan_classification, tmp_path, ScanOptions(exclude=["normal/*"]))  # a path glob
     assert s.class_names == ["benign", "normal"] and {r.target for r in s.records} == {0}
+    s = scan_dataset(S.scan_classification, tmp_path, ScanOptions(exclude=["**/*_MASK*.png"]))  # manifest style
+    assert len(s.records) == 4
+    s = scan_dataset(S.scan_classification, tmp_path, ScanOptions(exclude=["*/*(0)*"]))  # * stays in one name
+    assert sorted(r.path for r in s.records) == ["benign/benign (1).png", "benign/benign (1)_mask.png",
+                                                 "normal/normal (1).png", "normal/normal (1)_mask.png"]
 
 
 def test_classification_csv_with_groups_and_unknown_class(tmp_path):

@@ -10,7 +10,6 @@ silently.
 from __future__ import annotations
 
 import csv
-import fnmatch
 import json
 import logging
 import re
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from echocare.data.sources import glob_regex
 from echocare.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -158,9 +158,13 @@ _MASK_STEM = re.compile(r"[_-]mask(?:[_-]?\d+)?$", re.IGNORECASE)
 
 
 def excluded(rel: str, patterns: Sequence[str]) -> bool:
-    """Whether a root-relative path matches one of the ``data.exclude`` globs (on the path or the file name)."""
+    """Whether a root-relative path matches one of the ``data.exclude`` globs.
+
+    The globs are the manifests' (``**`` = any number of folders, ``*`` stays within one name, case-insensitive);
+    a glob without ``/`` is matched against the file name, in any folder.
+    """
     name = rel.rsplit("/", 1)[-1]
-    return any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(name, p) for p in patterns)
+    return any(glob_regex(p).match(rel if "/" in p else name) for p in patterns)
 
 
 def class_folders(root: Path, video: bool, skips: SkipReport,
