@@ -14,8 +14,8 @@ is one, see bench/transfer_data.py):
 4. pretrain the peer, HF transformers ``SwinForMaskedImageModeling`` with the same architecture, shards,
    masks, steps, batch and lr schedule, and convert it with ``tools/convert_hf_swin.py``;
 5. fine-tune from every init (random, echocare, echocare_mim, hf_simmim) for every task the set supports
-   (``--tasks``: segmentation, HC regression, classification) at each label fraction and seed (``echocare finetune``, validation on the val subjects), and
-   score on the test subjects (``echocare evaluate --data TEST`` + per-image scores for paired deltas);
+   (``--tasks``: segmentation, HC regression, classification) at each label fraction and seed (``echocare
+   finetune``, validation on the val subjects), and score on the test subjects (``echocare evaluate --data TEST`` + per-image scores for paired deltas);
 6. write ``results.md`` (mean ± std, paired bootstrap deltas, gap closed with its seeds × images CI when there
    are seeds), ``results.json`` and ``label_efficiency_<task>.png``.
 
@@ -91,8 +91,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=64,
                    help="pretraining batch: the small recipe's train.batch_size; tables 1-9 of docs/results.md used 32")
     p.add_argument("--ft-steps", type=per_task_arg, default="800",
-                   help="fine-tuning steps per run: N, or TASK=N,... (both tasks need ~800 steps before 100%% of "
-                        "the labels pull ahead of 10%%; tables 1-7 of docs/results.md used regression=200)")
+                   help="fine-tuning steps per run: N, or TASK=N,... (on HC18 segmentation and HC regression need "
+                        "~800 steps before 100%% of the labels pull ahead of 10%%; tables 1-7 of docs/results.md used "
+                        "regression=200)")
     p.add_argument("--ft-eval-every", type=per_task_arg, default="100",
                    help="validate every N fine-tuning steps and keep the best weights (0 = the last weights); "
                         "N or TASK=N,...")

@@ -96,7 +96,8 @@ def read_downstream(root: Path) -> tuple[list[dict[str, str]], list[str]]:
 
     Raises:
         FileNotFoundError: no labels.csv.
-        ValueError: no ``image`` column, no task column, no usable row, or two images with one file name.
+        ValueError: no ``image`` column, no task column, no usable row, or two images with one file name
+            (suffix aside).
     """
     csv_path = root / "labels.csv"
     if not csv_path.is_file():
@@ -124,12 +125,12 @@ def read_downstream(root: Path) -> tuple[list[dict[str, str]], list[str]]:
                        "/".join(TASK_COLUMNS[t] for t in tasks), empty[:5])
     if not rows:
         raise ValueError(f"{csv_path}: no usable rows")
-    names: dict[str, str] = {}
+    stems: dict[str, str] = {}
     for row in rows:
-        other = names.setdefault(Path(row["image"]).name, row["image"])
+        other = stems.setdefault(Path(row["image"]).stem, row["image"])
         if other != row["image"]:
-            raise ValueError(f"{csv_path}: {other} and {row['image']} have one file name; the benchmark keys images "
-                             "by file name, so rename one")
+            raise ValueError(f"{csv_path}: {other} and {row['image']} have one file name (without suffix); the "
+                             "benchmark keys images (and their masks) by it, so rename one")
     return rows, tasks
 
 

@@ -178,6 +178,10 @@ def test_a_labels_csv_must_name_a_task_and_unique_file_names(tmp_path):
     (root / "labels.csv").write_text("image,label\na/x.png,cyst\nb/x.png,solid\n")
     with pytest.raises(ValueError, match="a/x.png and b/x.png have one file name"):
         td.read_downstream(root)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "a" / "x.jpg")
+    (root / "labels.csv").write_text("image,label\na/x.png,cyst\na/x.jpg,solid\n")  # a mask x.png would be both's
+    with pytest.raises(ValueError, match="a/x.png and a/x.jpg have one file name"):
+        td.read_downstream(root)
     (root / "labels.csv").write_text("image,label\na/x.png,cyst\nb/x.png,\nb/gone.png,solid\n")
     rows, tasks = td.read_downstream(root)  # an empty label and a missing file are skipped (and logged)
     assert tasks == ["classification"] and [r["image"] for r in rows] == ["a/x.png"]
