@@ -112,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"`{cmd.strip()}`", "", header, "",
              f"`recipes/finetune/segmentation.yaml` with {' '.join(args.set)}; {args.steps} steps per configuration, "
              f"each alone; img/s after the first {args.log_every}-step window", "",
-             "| labeled images (5% held out) | data.num_workers | img/s | vs 0 workers on the same set |", "|---:|---:|---:|---:|"]
+             "| labeled images (5% held out) | data.num_workers | img/s | vs 0 workers on the same set |",
+             "|---:|---:|---:|---:|"]
     for (n, w), v in speed.items():
         ref = speed.get((n, 0))
         lines.append(f"| {n} | {w} | {v:.1f} | {f'{v / ref:.2f}x' if ref else '–'} |")
