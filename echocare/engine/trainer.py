@@ -25,6 +25,7 @@ data (webdataset node splitting). When the iterable is exhausted it is
 iterated again (next epoch). If it has ``state_dict()`` / ``load_state_dict()``,
 the position is checkpointed per process and restored on resume, which makes
 a resumed run bit-identical to an uninterrupted one (given the same seed).
+If it has ``close()``, that is called when ``fit`` ends (worker processes kept across epochs).
 The batch size used for img/s is ``len(batch[batch_size_key])``.
 
 Usage::
@@ -196,6 +197,9 @@ class Trainer:
                 # interpreter's exit (multiprocessing terminates, then joins daemonic children) they would hang it
                 session.iterator.close()
                 session.iterator = None
+            close = getattr(session.data, "close", None)
+            if callable(close):  # a loader that keeps worker processes across epochs
+                close()
             session.metrics.close()
             if session.progress is not None:
                 session.progress.close()

@@ -313,3 +313,41 @@ def test_data_exclude_reaches_the_scan_and_is_validated(tmp_path):
     assert scan_options(cfg).exclude == ["*_mask*"]
     with pytest.raises(ConfigError, match="data.exclude"):
         load_config(FinetuneConfig, None, ["data.root=x", "data.exclude=['']"])
+
+
+def test_workers_kept_across_epochs_give_the_in_process_batches_and_stop_on_close(tmp_path):
+    import multiprocessing
+
+    for i in range(10):
+        _png(tmp_path / ("a" if i % 2 else "b") / f"{i}.png", h=16, w=16, seed=i)
+    s = scan_dataset(S.scan_classification, tmp_path)
+    ds = LabeledDataset(s.records, R.read_class, 16, augment=True, intensity=0.3, hflip=0.5, rotate=15)
+
+    def epochs(loader, n):
+        return [(b["index"].tolist(), b["image"]) for _ in range(n) for b in loader]
+
+    reference = epochs(EpochLoader(ds, 4, seed=2), 3)  # in this process: set_epoch reaches the dataset
+    kept = EpochLoader(ds, 4, seed=2, num_workers=2)
+    got = epochs(kept, 3)
+    assert [i for i, _ in got] == [i for i, _ in reference] and len(got) == 6
+    for (_, a), (_, b) in zip(got, reference):  # each epoch's augmentation, although the workers' copies
+        assert torch.equal(a, b)                  # of the dataset never saw set_epoch
+    assert not torch.equal(ds[(0, 3)]["image"], ds[(1, 3)]["image"])  # the augmentation changes with the epoch
+    ds.set_epoch(1)
+    assert torch.equal(ds[3]["image"], ds[(1, 3)]["image"]) and ds[(1, 3)]["index"] == 3
+    ds.set_epoch(0)
+    workers = [p for p in multiprocessing.active_children() if p.is_alive()]
+    assert len(workers) >= 2  # kept between epochs
+    kept.close()
+    assert not any(p.is_alive() for p in workers)
+
+    part = EpochLoader(ds, 4, seed=2, num_workers=2)  # resume mid-epoch with kept workers
+    it = iter(part)
+    first = [next(it)["index"].tolist()]
+    state = part.state_dict()
+    part.close()
+    resumed = EpochLoader(ds, 4, seed=2, num_workers=2)
+    resumed.load_state_dict(state)
+    rest = [b["index"].tolist() for _ in range(2) for b in resumed]
+    resumed.close()
+    assert first + rest == [i for i, _ in reference[:4]]

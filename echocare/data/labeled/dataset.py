@@ -81,14 +81,19 @@ class LabeledDataset(Dataset):
         self.epoch = int(epoch)
         self.ctx = dataclasses.replace(self.ctx, epoch=self.epoch)
 
-    def _rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch, index])
+    #: ``dataset[(epoch, i)]`` is item ``i`` as in ``epoch`` (what a loader whose workers outlive an epoch sends:
+    #: their copies of the dataset never see :meth:`set_epoch`)
+    epoch_in_index = True
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        epoch = self.epoch
+        if isinstance(index, tuple):
+            epoch, index = int(index[0]), int(index[1])
         r = self.records[index]
-        rng = self._rng(index)
+        rng = np.random.default_rng([self.seed, epoch, index])
+        ctx = self.ctx if epoch == self.ctx.epoch else dataclasses.replace(self.ctx, epoch=epoch)
         try:
-            item = self.reader(r, self.ctx)
+            item = self.reader(r, ctx)
         except SourceError as err:
             raise SourceError(err.reason, f"{r.file}: {err.detail}") from None
         item["index"] = index

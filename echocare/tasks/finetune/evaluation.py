@@ -42,6 +42,7 @@ def collect_predictions(model: torch.nn.Module, dataset: LabeledDataset, task: s
             spec.collect(pred, batch, records, out)
     finally:
         model.train(was_training)
+        loader.close()
     return out
 
 
