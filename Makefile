@@ -29,4 +29,5 @@ bench: $(STAMP)
 	$(PY) bench/phantom_shards.py
 	$(PY) bench/contention.py
 	$(PY) bench/recipe_speed.py
+	$(PY) bench/finetune_speed.py
 	$(PY) bench/shard_build.py
