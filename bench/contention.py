@@ -72,6 +72,19 @@ def throughput(run_dir: Path) -> float:
     return len(rows) / sum(1.0 / r["img_per_s"] for r in rows)
 
 
+def train_alone(verb: str, recipe: Path, out: Path, sets: list[str]) -> float:
+    """``python -m echocare VERB --config RECIPE --output-dir OUT --set ...`` in a subprocess; return its img/s."""
+    cmd = [sys.executable, "-m", "echocare", verb, "--config", str(recipe), "--output-dir", str(out)]
+    for s in sets:
+        cmd += ["--set", s]
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(cmd, env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{verb} in {out} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return throughput(out)
+
+
 def run_batch(k: int, policy: str, shards: Path, work: Path, args: argparse.Namespace) -> list[float]:
     """Start ``k`` identical trainings at once; return each one's img/s."""
     procs = []

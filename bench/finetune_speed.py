@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from contention import throughput  # noqa: E402
+from contention import train_alone  # noqa: E402
 from machine import emit_report, machine_line  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,15 +85,7 @@ def run_one(root: Path, out: Path, workers: int, args: argparse.Namespace) -> fl
             f"train.max_steps={args.steps}", f"train.log_every={args.log_every}", f"train.ckpt_every={args.steps}",
             "train.eval_every=0", "train.progress=false", "train.tensorboard=false", "eval.ci=false"]
     recipe = ROOT / "recipes" / "finetune" / "segmentation.yaml"
-    cmd = [sys.executable, "-m", "echocare", "finetune", "--config", str(recipe), "--output-dir", str(out)]
-    for s in sets:
-        cmd += ["--set", s]
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(cmd, env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"fine-tuning in {out} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return throughput(out)
+    return train_alone("finetune", recipe, out, sets)
 
 
 def main(argv: list[str] | None = None) -> int:

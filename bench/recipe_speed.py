@@ -18,14 +18,13 @@ Run:  python bench/recipe_speed.py --workers 0,1,2 --batches 32,64 --out bench/r
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from contention import throughput  # noqa: E402
+from contention import train_alone  # noqa: E402
 from machine import emit_report, machine_line  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,15 +72,7 @@ def run_one(recipe: Path, shards: Path, out: Path, workers: int, batch: int, arg
     sets = [f"data.shards={shards}", *args.set, f"data.num_workers={workers}", f"train.batch_size={batch}",
             f"train.max_steps={args.steps}", f"train.log_every={args.log_every}", f"train.ckpt_every={args.steps}",
             f"train.image_every={10 * args.steps}", "train.progress=false"]
-    cmd = [sys.executable, "-m", "echocare", "pretrain", "--config", str(recipe), "--output-dir", str(out)]
-    for s in sets:
-        cmd += ["--set", s]
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(cmd, env=env, cwd=str(ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"training in {out} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return throughput(out)
+    return train_alone("pretrain", recipe, out, sets)
 
 
 def main(argv: list[str] | None = None) -> int:
