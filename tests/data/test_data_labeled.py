@@ -327,8 +327,15 @@ def test_workers_kept_across_epochs_give_the_in_process_batches_and_stop_on_clos
         return [(b["index"].tolist(), b["image"]) for _ in range(n) for b in loader]
 
     reference = epochs(EpochLoader(ds, 4, seed=2), 3)  # in this process: set_epoch reaches the dataset
+    before = set(multiprocessing.active_children())
+
+    def workers():
+        return {p for p in multiprocessing.active_children() if p.is_alive() and p not in before}
+
     kept = EpochLoader(ds, 4, seed=2, num_workers=2)
-    got = epochs(kept, 3)
+    got = epochs(kept, 1)
+    first_workers = workers()
+    got += epochs(kept, 2)
     assert [i for i, _ in got] == [i for i, _ in reference] and len(got) == 6
     for (_, a), (_, b) in zip(got, reference):  # each epoch's augmentation, although the workers' copies
         assert torch.equal(a, b)                  # of the dataset never saw set_epoch
@@ -336,10 +343,9 @@ def test_workers_kept_across_epochs_give_the_in_process_batches_and_stop_on_clos
     ds.set_epoch(1)
     assert torch.equal(ds[3]["image"], ds[(1, 3)]["image"]) and ds[(1, 3)]["index"] == 3
     ds.set_epoch(0)
-    workers = [p for p in multiprocessing.active_children() if p.is_alive()]
-    assert len(workers) >= 2  # kept between epochs
+    assert len(first_workers) == 2 and workers() == first_workers  # the same two processes for all three epochs
     kept.close()
-    assert not any(p.is_alive() for p in workers)
+    assert not any(p.is_alive() for p in first_workers)
 
     part = EpochLoader(ds, 4, seed=2, num_workers=2)  # resume mid-epoch with kept workers
     it = iter(part)
