@@ -112,8 +112,12 @@ def resolve_tasks(args: argparse.Namespace, out: Path, available: list[str]) -> 
     if missing:
         raise ValueError(f"{Path(args.data) / 'labels.csv'} has no labels for {', '.join(missing)} (it supports "
                          f"{', '.join(available)}; see bench/transfer_data.py for the columns)")
-    for t in tasks:
-        task_value(args.ft_steps, t), task_value(args.ft_eval_every, t)  # ValueError: no budget for t
+    for option, text in (("--ft-steps", args.ft_steps), ("--ft-eval-every", args.ft_eval_every)):
+        for t in tasks:
+            try:
+                task_value(text, t)
+            except ValueError as err:
+                raise ValueError(f"{option}: {err}; give N for every task, or {t}=N too") from None
     values = out / "data" / "train" / "values.csv"
     if "regression" in tasks and args.hc_target == "px" and "hc_px" not in values.read_text().split("\n", 1)[0]:
         raise ValueError(f"--hc-target px needs pixel sizes (pixel_size_mm_original, scale_factor) in "

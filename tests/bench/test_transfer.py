@@ -360,3 +360,19 @@ def test_segmentation_label_fractions_take_subjects_from_names_only_where_names_
     assert not any(s.startswith("data.group_regex") for s in seg_sets({"subject_prefix": False}))
     cls = transfer.finetune_overrides(args, "classification", data, "random", 0.1, 0)
     assert f"data.root={data / 'train' / 'labels.csv'}" in cls and "data.group_column=group" in cls
+
+
+def test_every_task_to_run_needs_a_fine_tuning_budget(tmp_path):
+    transfer = _bench_module()
+    args = transfer.parse_args(["--out", str(tmp_path), "--ft-steps", "segmentation=5,regression=5",
+                                "--tasks", "segmentation,classification"])
+    with pytest.raises(ValueError, match="--ft-steps: 'segmentation=5,regression=5' gives no value for "
+                                         "classification; give N for every task, or classification=N too"):
+        transfer.resolve_tasks(args, tmp_path, ["segmentation", "classification"])
+    args.tasks = "auto"
+    args.ft_steps = "5"
+    assert transfer.resolve_tasks(args, tmp_path, ["segmentation", "classification"]) == ["segmentation",
+                                                                                           "classification"]
+    args.tasks = "regression"
+    with pytest.raises(ValueError, match="has no labels for regression"):
+        transfer.resolve_tasks(args, tmp_path, ["segmentation", "classification"])
