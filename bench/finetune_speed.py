@@ -15,17 +15,16 @@ Run:  python bench/finetune_speed.py --workers 0,1,2 --n-images 80,560 --out ben
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from contention import train_alone  # noqa: E402
 from machine import emit_report, machine_line  # noqa: E402
+from transfer_data import binary_mask, read_downstream  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SETS = ["model.name=echocare_swin_nano", "model.img_size=64", "train.batch_size=16",
@@ -65,8 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def write_set(data: Path, out: Path, n: int) -> Path:
     """A segmentation folder of the first ``n`` labeled images of ``data`` (masks binarised to class ids 0/1)."""
-    with (data / "labels.csv").open(newline="") as fh:
-        rows = list(csv.DictReader(fh))[:n]
+    rows = read_downstream(data)[0][:n]
     if len(rows) < n:
         raise ValueError(f"{data} has {len(rows)} labeled images, fewer than {n}")
     for sub in ("images", "masks"):
@@ -74,8 +72,7 @@ def write_set(data: Path, out: Path, n: int) -> Path:
     for r in rows:
         name = Path(r["image"]).name
         (out / "images" / name).write_bytes((data / r["image"]).read_bytes())
-        mask = np.asarray(Image.open(data / r["mask"]).convert("L")) > 127
-        Image.fromarray(mask.astype(np.uint8)).save(out / "masks" / name)
+        Image.fromarray(binary_mask(data / r["mask"])).save(out / "masks" / name)
     return out
 
 

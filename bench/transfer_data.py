@@ -225,7 +225,7 @@ def baseline_sentences(work: Path, tasks: list[str], hc_target: str) -> dict[str
     return out
 
 
-def _binary_mask(path: Path) -> np.ndarray:
+def binary_mask(path: Path) -> np.ndarray:
     """A 0/255 or 0/1 mask as class ids {0, 1}."""
     mask = np.asarray(Image.open(path).convert("L"))
     return (mask > (127 if mask.max() > 1 else 0)).astype(np.uint8)
@@ -280,7 +280,7 @@ def prepare_downstream(root: Path, work: Path, fractions: tuple[float, float, fl
             name = Path(r["image"]).name
             shutil.copyfile(root / r["image"], work / split / "images" / name)
             if "segmentation" in tasks:
-                Image.fromarray(_binary_mask(root / r["mask"])).save(work / split / "masks" / f"{Path(name).stem}.png")
+                Image.fromarray(binary_mask(root / r["mask"])).save(work / split / "masks" / f"{Path(name).stem}.png")
             if "regression" in tasks:
                 px = [f"{float(r['hc_mm']) / scale:.4f}", f"{scale:.6g}"] if sized else []
                 writers[split, "regression"][1].writerow([f"images/{name}", r["hc_mm"], subj, *px])
